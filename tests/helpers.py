@@ -1,0 +1,58 @@
+"""Tiny stand-in networks shared by the tests (spec §5: linear decoders, linear/logistic models)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearDecoder(nn.Module):
+    """``G(z) = sigmoid(A z + b)`` reshaped to ``[B, C, H, W]``; ``encode`` returns ``(mu, logvar)``."""
+
+    def __init__(self, latent_dim: int = 4, channels: int = 1, size: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d = channels * size * size
+        self.latent_dim, self.in_channels, self.image_size = latent_dim, channels, (size, size)
+        self.dec = nn.Linear(latent_dim, d)
+        self.enc = nn.Linear(d, 2 * latent_dim)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.enc(x.flatten(1)).chunk(2, dim=1)
+        return mu, logvar.clamp(-4, 1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.dec(z)).view(-1, self.in_channels, *self.image_size)
+
+
+class LinearClassifier(nn.Module):
+    """Logits ``W·flatten(x) + b``; ``num_classes == 1`` is a binary (logistic) model."""
+
+    def __init__(self, num_classes: int = 3, channels: int = 1, size: int = 4, seed: int = 1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.in_channels, self.image_size, self.num_classes = channels, (size, size), num_classes
+        self.fc = nn.Linear(channels * size * size, num_classes)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=g))
+            self.fc.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(x.flatten(1))
+
+
+class ConstantClassifier(nn.Module):
+    """Outputs fixed logits whatever the input: its input gradient is exactly zero."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits.expand(x.shape[0], -1) + 0 * x.flatten(1)[:, :1]
+
+
+def images(n: int = 6, channels: int = 1, size: int = 4, seed: int = 0) -> Tensor:
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
