@@ -130,11 +130,13 @@ def test_regression_target_reaches_value():
     assert ((out.pred_cf[:, 0] - (y0 + 1.0)).abs() <= 0.05).all()
 
 
-def test_logit_objective_also_reaches_target(setup):
+@pytest.mark.parametrize("objective", ["prob", "logit", "log_prob"])
+def test_every_objective_reaches_target(setup, objective):
     gen, clf, x = setup
-    out = LatentAttack(gen, lr=0.05, max_steps=1000, objective="logit")(x, ClassTarget(torch.zeros(6, dtype=torch.long), 0.8), clf)
-    assert (out.steps > 0).all()
-    assert out.success.all()
+    target = ClassTarget(torch.ones(6, dtype=torch.long), 0.5)
+    out = LatentAttack(gen, lr=0.05, max_steps=1000, objective=objective)(x, target, clf)
+    assert out.success.all() and (out.steps > 0).all()
+    assert (out.pred_cf.softmax(1)[:, 1] > 0.5).all()
 
 
 def test_works_under_no_grad(setup):
