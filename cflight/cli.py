@@ -1,0 +1,50 @@
+"""The ``cflight`` command: LightningCLI (fit / validate / test / predict) over cflight's modules.
+
+    cflight fit -c configs/train/classifier_mnist.yaml
+    cflight predict -c configs/explain/latent_attack_mnist.yaml
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+import cflight.data  # noqa: F401  (short class names in configs resolve after import)
+import cflight.lit  # noqa: F401
+import cflight.methods  # noqa: F401
+import cflight.targets  # noqa: F401
+from cflight.lit.writer import CounterfactualWriter
+
+
+class _SaveConfig(SaveConfigCallback):
+    """Also saves the resolved config as ``config.yaml`` in an explanation job's output directory."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        for cb in trainer.callbacks:
+            if isinstance(cb, CounterfactualWriter):
+                os.makedirs(cb.output_dir, exist_ok=True)
+                self.parser.save(self.config, os.path.join(cb.output_dir, "config.yaml"), skip_none=False,
+                                 overwrite=True, multifile=False)
+
+
+class CflightCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            save_config_callback=_SaveConfig, save_config_kwargs={"overwrite": True},
+            # Counterfactual searches differentiate inside predict_step (DESIGN.md §3).
+            trainer_defaults={"inference_mode": False}, args=args, run=run,
+            parser_kwargs={"parser_mode": "yaml"},
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``cflight`` console script."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    CflightCLI(args=args if args is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

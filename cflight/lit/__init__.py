@@ -1,0 +1,5 @@
+"""LightningModules, callbacks and the prediction writer."""
+from cflight.lit.explain import ExplainModule
+from cflight.lit.writer import CounterfactualWriter
+
+__all__ = ["CounterfactualWriter", "ExplainModule"]

@@ -1,0 +1,136 @@
+"""Assembling an explanation job's shards into results.csv, metrics.json and gallery rows (pure I/O + math)."""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cflight.methods import functional as Fn
+from cflight.viz.gallery import GalleryRow, difference_map
+
+SHARD_GLOB = "shard-*.pt"
+
+
+def read_shard_indices(shard_dir: str) -> set[int]:
+    """Dataset indices held by the finished shards in ``shard_dir`` (partial ``.tmp`` files are ignored)."""
+    done: set[int] = set()
+    for path in glob.glob(os.path.join(shard_dir, SHARD_GLOB)):
+        done.update(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["index"].tolist())
+    return done
+
+
+def load_records(shard_dir: str) -> dict[str, Tensor]:
+    """All shards concatenated, one row per dataset index, sorted by index."""
+    shards = [torch.load(p, map_location="cpu", weights_only=True) for p in sorted(glob.glob(os.path.join(shard_dir, SHARD_GLOB)))]
+    if not shards:
+        return {}
+    keys = set.intersection(*(set(s) for s in shards))
+    records = {k: torch.cat([s[k] for s in shards]) for k in keys}
+    index = records["index"]
+    order = torch.argsort(index, stable=True)
+    keep = torch.ones_like(index, dtype=torch.bool)
+    sorted_index = index[order]
+    keep[1:] = sorted_index[1:] != sorted_index[:-1]  # a rerun may have rewritten an index: keep one row
+    return {k: v[order][keep] for k, v in records.items()}
+
+
+def _name(c: int, class_names: Sequence[str] | None) -> str:
+    return class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+
+
+def _probs(logits: Tensor) -> Tensor:
+    """``[N, K]`` class probabilities; a one-logit model becomes ``[1 − p, p]``."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1)
+    return logits.softmax(dim=1)
+
+
+def results_rows(records: dict[str, Tensor], class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per explained image (the columns of results.csv)."""
+    if not records:
+        return []
+    probs, probs_cf = _probs(records["logits"]), _probs(records["logits_cf"])
+    target = records["target_class"]
+    rows = []
+    for i in range(len(records["index"])):
+        t = int(target[i])
+        pred, pred_cf = int(probs[i].argmax()), int(probs_cf[i].argmax())
+        row = {
+            "index": int(records["index"][i]),
+            "label": _name(int(records["label"][i]), class_names) if "label" in records else "",
+            "prediction": _name(pred, class_names), "prediction_prob": round(float(probs[i, pred]), 6),
+            "target": _name(t, class_names), "direction": int(records["direction"][i]),
+            "threshold": round(float(records["threshold"][i]), 6),
+            "target_prob": round(float(probs[i, t]), 6),
+            "cf_prediction": _name(pred_cf, class_names), "cf_target_prob": round(float(probs_cf[i, t]), 6),
+            "success": bool(records["success"][i]), "valid": bool(records["valid"][i]),
+            "steps": int(records["steps"][i]),
+            "l1": round(float(records["l1"][i]), 6), "l2": round(float(records["l2"][i]), 6),
+        }
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def summary_metrics(records: dict[str, Tensor], seconds: float, computed: int) -> dict[str, Any]:
+    """The job's metrics.json: ``n``, ``validity``, ``success_rate``, ``median_steps``, ``mean_l1``, ``mean_l2``…"""
+    n = len(records.get("index", []))
+    if n == 0:
+        return {"n": 0, "validity": None, "seconds": seconds}
+    steps = records["steps"].tolist()
+    return {
+        "n": n,
+        "validity": float(records["valid"].float().mean()),
+        "success_rate": float(records["success"].float().mean()),
+        "median_steps": float(statistics.median(steps)),
+        "mean_steps": float(sum(steps) / n),
+        "mean_l1": float(records["l1"].mean()),
+        "mean_l2": float(records["l2"].mean()),
+        "seconds": round(seconds, 3),
+        "computed_this_run": computed,
+        "seconds_per_image": round(seconds / computed, 5) if computed else None,
+    }
+
+
+def write_json(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int) -> tuple[list[GalleryRow], list[str]]:
+    """The first ``n`` images (by dataset index) as gallery rows, with their column names."""
+    has_recon = "reconstruction" in records
+    columns = ["original"] + (["reconstruction"] if has_recon else []) + ["counterfactual", "difference"]
+    out = []
+    for i in range(min(n, len(rows))):
+        r = rows[i]
+        x, x_cf = records["image"][i], records["x_cf"][i]
+        panels = [x] + ([records["reconstruction"][i]] if has_recon else []) + [x_cf, difference_map(x, x_cf)]
+        caps = [f"pred {r['prediction']} ({r['prediction_prob']:.2f})"]
+        if has_recon:
+            caps.append(f"p({r['target']})={r['target_prob']:.2f} → recon")
+        caps.append(f"cf {r['cf_prediction']}: p({r['target']})={r['cf_target_prob']:.2f}")
+        caps.append(f"l1 {r['l1']:.1f} · {r['steps']} steps")
+        label = f" label {r['label']}" if r["label"] != "" else ""
+        status = "ok" if r["valid"] else "not reached"
+        out.append(GalleryRow(panels, caps, title=f"#{r['index']}{label} → {r['target']} ({status})"))
+    return out, columns

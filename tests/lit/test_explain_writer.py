@@ -1,0 +1,133 @@
+"""ExplainModule + CounterfactualWriter on tiny models: outputs, resume, atomicity, errors."""
+import csv
+import json
+import os
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from cflight.lit import CounterfactualWriter, ExplainModule
+from cflight.methods import LatentAttack
+from cflight.targets import FixedClass, SecondMostLikely, TrueLabel
+from tests.helpers import LinearClassifier, LinearDecoder, images
+
+
+class TinyDicts(Dataset):
+    def __init__(self, n=10):
+        self.x = images(n)
+        self.labels = torch.arange(n) % 3
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "index": i, "label": int(self.labels[i])}
+
+
+class CountingAttack(LatentAttack):
+    """Records every dataset index it is asked to explain."""
+
+    seen: list[int] = []
+
+    def run(self, x, target, model, index, pred):
+        CountingAttack.seen.extend(index.tolist())
+        return super().run(x, target, model, index, pred)
+
+
+def _trainer(tmp_path, writer, **kw):
+    return Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, callbacks=[writer],
+                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), **kw)
+
+
+def _module(method_cls=LatentAttack, policy=None):
+    method = method_cls(LinearDecoder(), lr=0.05, max_steps=300)
+    return ExplainModule(method, LinearClassifier(num_classes=3), target_policy=policy or SecondMostLikely())
+
+
+def test_predict_writes_all_outputs(tmp_path):
+    out = tmp_path / "job"
+    writer = CounterfactualWriter(str(out), gallery_size=4)
+    _trainer(tmp_path, writer).predict(_module(), DataLoader(TinyDicts(10), batch_size=4), return_predictions=False)
+    for name in ["results.csv", "metrics.json", "gallery.png", "gallery.html"]:
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [int(r["index"]) for r in rows] == list(range(10))
+    metrics = json.load(open(out / "metrics.json"))
+    for key in ["n", "validity", "median_steps", "mean_l2", "mean_l1", "seconds"]:
+        assert key in metrics
+    assert metrics["n"] == 10
+    # validity is re-scored from the saved image: it must agree with the csv's columns
+    assert metrics["validity"] == pytest.approx(sum(r["valid"] == "True" for r in rows) / 10)
+    html = (out / "gallery.html").read_text()
+    assert html.count("<tr>") == 1 + 4 and "data:image/png;base64" in html
+
+
+def test_rerun_skips_finished_shards(tmp_path):
+    out = tmp_path / "job"
+    loader = DataLoader(TinyDicts(10), batch_size=3)
+    CountingAttack.seen = []
+    _trainer(tmp_path, CounterfactualWriter(str(out)), limit_predict_batches=2).predict(
+        _module(CountingAttack), loader, return_predictions=False)
+    assert sorted(CountingAttack.seen) == list(range(6))
+    first = {p: os.path.getmtime(out / "shards" / p) for p in os.listdir(out / "shards")}
+    CountingAttack.seen = []
+    _trainer(tmp_path, CounterfactualWriter(str(out))).predict(_module(CountingAttack), loader, return_predictions=False)
+    assert sorted(CountingAttack.seen) == [6, 7, 8, 9], "finished images were recomputed"
+    for p, t in first.items():
+        assert os.path.getmtime(out / "shards" / p) == t
+    assert json.load(open(out / "metrics.json"))["n"] == 10
+
+
+def test_partial_shard_is_ignored(tmp_path):
+    out = tmp_path / "job"
+    os.makedirs(out / "shards")
+    (out / "shards" / "shard-000000000-000000002-3-deadbeef.pt.0.tmp").write_bytes(b"partial")
+    _trainer(tmp_path, CounterfactualWriter(str(out))).predict(_module(), DataLoader(TinyDicts(4), batch_size=4),
+                                                              return_predictions=False)
+    assert not list((out / "shards").glob("*.tmp"))
+    assert json.load(open(out / "metrics.json"))["n"] == 4
+
+
+def test_policies_select_images(tmp_path):
+    out = tmp_path / "job"
+    clf = LinearClassifier(num_classes=3)
+    data = TinyDicts(10)
+    preds = clf(data.x).argmax(1)
+    module = ExplainModule(LatentAttack(LinearDecoder(), lr=0.05, max_steps=50), clf, target_policy=TrueLabel(0.6))
+    _trainer(tmp_path, CounterfactualWriter(str(out))).predict(module, DataLoader(data, batch_size=5), return_predictions=False)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {int(r["index"]) for r in rows} == set((preds != data.labels).nonzero().squeeze(1).tolist())
+    assert all(r["target"] == r["label"] for r in rows)
+
+
+def test_fixed_class_policy_skips_images_already_in_class():
+    logits = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
+    target, keep = FixedClass(1)(logits, {})
+    assert keep.tolist() == [True, False] and target.classes.tolist() == [1, 1]
+
+
+def test_inference_mode_gives_clear_error(tmp_path):
+    trainer = Trainer(accelerator="cpu", devices=1, inference_mode=True, logger=False, enable_progress_bar=False,
+                      callbacks=[CounterfactualWriter(str(tmp_path / "job"))])
+    with pytest.raises(RuntimeError, match="inference_mode=False"):
+        trainer.predict(_module(), DataLoader(TinyDicts(2), batch_size=2))
+
+
+def test_bad_images_in_batch_fail_before_work(tmp_path):
+    class Bad(TinyDicts):
+        def __getitem__(self, i):
+            d = super().__getitem__(i)
+            d["image"] = d["image"] * 255
+            return d
+
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        _trainer(tmp_path, CounterfactualWriter(str(tmp_path / "job"))).predict(_module(), DataLoader(Bad(2), batch_size=2))
+
+
+def test_policy_threshold_validation():
+    with pytest.raises(ValueError, match="threshold"):
+        SecondMostLikely(threshold=1.0)
+    with pytest.raises(ValueError, match="gallery_size"):
+        CounterfactualWriter("x", gallery_size=-1)
