@@ -1,5 +1,6 @@
 """LightningModules, callbacks and the prediction writer."""
 from cflight.lit.explain import ExplainModule
+from cflight.lit.loggers import AutoWandbLogger
 from cflight.lit.writer import CounterfactualWriter
 
-__all__ = ["CounterfactualWriter", "ExplainModule"]
+__all__ = ["AutoWandbLogger", "CounterfactualWriter", "ExplainModule"]

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
+from cflight.models.registry import load_net
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
 
@@ -26,7 +27,7 @@ class LatentAttack(CounterfactualMethod):
     (a VAE) or a latent ``[B, D]`` directly.
 
     Args:
-        generator: the decoder / generator with the protocol above.
+        generator: the decoder / generator with the protocol above, or the path of a cflight checkpoint.
         lr: Adam step size η; paper default 0.01 (0.1 for the MNIST digit→digit edits).
         max_steps: K_max, most Adam updates per sample; paper default 1000 (500 CelebA, 5000 digit edits).
         objective: ``"prob"`` (default, the raw probability as in the paper), ``"logit"`` or ``"log_prob"``.
@@ -43,7 +44,7 @@ class LatentAttack(CounterfactualMethod):
     Regression targets push ``−d·|f(x) − y*|²`` with success ``|f(x) − y*| ≤ δ``.
     """
 
-    def __init__(self, generator: nn.Module, lr: float = 0.01, max_steps: int = 1000, objective: str = "prob",
+    def __init__(self, generator: nn.Module | str, lr: float = 0.01, max_steps: int = 1000, objective: str = "prob",
                  latent_init: str = "sample", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  max_batch_size: int | None = None, seed: int = 0) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed)
@@ -55,6 +56,8 @@ class LatentAttack(CounterfactualMethod):
             raise ValueError(f"objective must be one of {Fn.OBJECTIVES}, got {objective!r}")
         if latent_init not in ("sample", "mean"):
             raise ValueError(f"latent_init must be 'sample' or 'mean', got {latent_init!r}")
+        if isinstance(generator, str):
+            generator = load_net(generator, expected_kind="generator")
         for attr in ("encode", "decode"):
             if not callable(getattr(generator, attr, None)):
                 raise TypeError(f"generator {type(generator).__name__} has no {attr}() method")
