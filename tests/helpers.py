@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 
 class LinearDecoder(nn.Module):
@@ -56,3 +57,17 @@ class ConstantClassifier(nn.Module):
 
 def images(n: int = 6, channels: int = 1, size: int = 4, seed: int = 0) -> Tensor:
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+class TinyDicts(Dataset):
+    """``n`` random 1×4×4 images as cflight dict samples with ``index`` and a label."""
+
+    def __init__(self, n: int = 10) -> None:
+        self.x = images(n)
+        self.labels = torch.arange(n) % 3
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.x[i], "index": i, "label": int(self.labels[i])}

@@ -6,24 +6,12 @@ import os
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from cflight.lit import CounterfactualWriter, ExplainModule
 from cflight.methods import LatentAttack
 from cflight.targets import FixedClass, SecondMostLikely, TrueLabel
-from tests.helpers import LinearClassifier, LinearDecoder, images
-
-
-class TinyDicts(Dataset):
-    def __init__(self, n=10):
-        self.x = images(n)
-        self.labels = torch.arange(n) % 3
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"image": self.x[i], "index": i, "label": int(self.labels[i])}
+from tests.helpers import LinearClassifier, LinearDecoder, TinyDicts
 
 
 class CountingAttack(LatentAttack):
