@@ -29,6 +29,16 @@ class _SaveConfig(SaveConfigCallback):
                                  overwrite=True, multifile=False)
 
 
+class ConfigError(Exception):
+    """A config that cannot be instantiated; the message is the root cause in one line."""
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 class CflightCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
@@ -39,11 +49,24 @@ class CflightCLI(LightningCLI):
             parser_kwargs={"parser_mode": "yaml"},
         )
 
+    def instantiate_classes(self) -> None:
+        # jsonargparse wraps a constructor's error in a multi-line report about Union subtypes; the
+        # user needs only the root cause (e.g. "checkpoint 'x.pt' not found ...").
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+            root = _root_cause(err)
+            raise ConfigError(f"{type(root).__name__}: {root}".splitlines()[0]) from err
+
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``cflight`` console script."""
     os.environ.setdefault("WANDB_SILENT", "true")
-    CflightCLI(args=args if args is not None else sys.argv[1:])
+    try:
+        CflightCLI(args=args if args is not None else sys.argv[1:])
+    except ConfigError as err:
+        print(f"cflight: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
 
 
 class LinearDecoder(nn.Module):
@@ -71,3 +72,23 @@ class TinyDicts(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"image": self.x[i], "index": i, "label": int(self.labels[i])}
+
+
+class TinyDataModule(LightningDataModule):
+    """``TinyDicts`` for every split: for CLI tests on tiny YAML configs."""
+
+    def __init__(self, n: int = 8, batch_size: int = 4) -> None:
+        super().__init__()
+        self.n, self.batch_size = n, batch_size
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(TinyDicts(self.n), batch_size=self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
