@@ -31,6 +31,8 @@ def class_score(logits: Tensor, classes: Tensor, objective: str = "prob") -> Ten
     ``prob``: the raw probability (Counterfactual Attacks, spec §1.3 line 7); ``log_prob``: log-probability;
     ``logit``: log-odds ``log p − log(1 − p)``, computed stably from the logits.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
     if objective == "prob":
         return class_probability(logits, classes)
     if logits.shape[1] == 1:
@@ -39,10 +41,8 @@ def class_score(logits: Tensor, classes: Tensor, objective: str = "prob") -> Ten
     own = logits.gather(1, classes[:, None]).squeeze(1)
     if objective == "log_prob":
         return own - logits.logsumexp(dim=1)
-    if objective == "logit":
-        others = logits.scatter(1, classes[:, None], float("-inf"))
-        return own - others.logsumexp(dim=1)
-    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+    others = logits.scatter(1, classes[:, None], float("-inf"))
+    return own - others.logsumexp(dim=1)
 
 
 def threshold_reached(p: Tensor, threshold: float | Tensor, direction: Tensor) -> Tensor:

@@ -1,0 +1,57 @@
+"""Gallery rendering and result assembly."""
+import numpy as np
+import torch
+
+from cflight.lit.results import results_rows, summary_metrics
+from cflight.lit.writer import shard_name
+from cflight.viz.gallery import GalleryRow, difference_map, render_html, render_png, to_uint8
+
+
+def test_to_uint8_grey_and_rgb():
+    assert to_uint8(torch.ones(1, 3, 2)).shape == (3, 2, 3)
+    arr = to_uint8(torch.tensor([[[0.0, 1.0]]]).expand(3, 1, 2))
+    assert arr.dtype == np.uint8 and arr[0, 0].tolist() == [0, 0, 0] and arr[0, 1].tolist() == [255, 255, 255]
+
+
+def test_difference_map_colours():
+    x = torch.full((1, 1, 2), 0.5)
+    y = torch.tensor([[[0.9, 0.1]]])
+    d = difference_map(x, y)
+    assert d.shape == (3, 1, 2)
+    torch.testing.assert_close(d[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))  # brighter -> red
+    torch.testing.assert_close(d[:, 0, 1], torch.tensor([0.0, 0.0, 1.0]))  # darker -> blue
+    assert (difference_map(x, x) == 1).all()  # unchanged -> white
+
+
+def test_render_png_and_html(tmp_path):
+    rows = [GalleryRow([torch.rand(1, 8, 8), torch.rand(3, 8, 8)], ["a <b>", "c"], title="#0") for _ in range(3)]
+    arr = render_png(rows, ["original", "counterfactual"], str(tmp_path / "g.png"))
+    assert arr.ndim == 3 and (tmp_path / "g.png").stat().st_size > 0
+    render_html(rows, ["original", "counterfactual"], str(tmp_path / "g.html"))
+    page = (tmp_path / "g.html").read_text()
+    assert page.count("<img") == 6 and "a &lt;b&gt;" in page
+
+
+def test_shard_name_depends_on_index_set_only():
+    assert shard_name(torch.tensor([3, 1, 2])) == shard_name(torch.tensor([1, 2, 3]))
+    assert shard_name(torch.tensor([1, 2, 3])) != shard_name(torch.tensor([1, 2, 4]))
+
+
+def _records():
+    return {
+        "index": torch.tensor([0, 1]), "label": torch.tensor([3, 5]),
+        "logits": torch.tensor([[0.0, 2.0], [2.0, 0.0]]), "logits_cf": torch.tensor([[2.0, 0.0], [0.0, 0.0]]),
+        "target_class": torch.tensor([0, 1]), "direction": torch.tensor([1, 1]), "threshold": torch.tensor([0.5, 0.5]),
+        "success": torch.tensor([True, False]), "valid": torch.tensor([True, False]), "steps": torch.tensor([4, 10]),
+        "l1": torch.tensor([1.0, 3.0]), "l2": torch.tensor([0.5, 1.5]),
+    }
+
+
+def test_results_rows_and_metrics():
+    rows = results_rows(_records(), class_names=["zero", "one"])
+    assert rows[0]["prediction"] == "one" and rows[0]["target"] == "zero" and rows[0]["cf_prediction"] == "zero"
+    assert rows[1]["cf_target_prob"] == 0.5
+    m = summary_metrics(_records(), seconds=2.0, computed=2)
+    assert m["n"] == 2 and m["validity"] == 0.5 and m["median_steps"] == 7.0
+    assert m["mean_l1"] == 2.0 and m["mean_l2"] == 1.0 and m["seconds_per_image"] == 1.0
+    assert summary_metrics({}, 0.0, 0)["n"] == 0
