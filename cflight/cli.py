@@ -19,7 +19,13 @@ from cflight.lit.writer import CounterfactualWriter
 
 
 class _SaveConfig(SaveConfigCallback):
-    """Also saves the resolved config as ``config.yaml`` in an explanation job's output directory."""
+    """Saves the resolved config as ``config.yaml`` in an explanation job's output directory (instead of
+    the logger's directory); training runs keep Lightning's behaviour."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if any(isinstance(cb, CounterfactualWriter) for cb in trainer.callbacks):
+            self.save_to_log_dir = False
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for cb in trainer.callbacks:
