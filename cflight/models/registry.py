@@ -106,4 +106,5 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
 def _ensure_builtin() -> None:
     """Import the modules that register cflight's own networks (idempotent)."""
     import cflight.models.classifiers  # noqa: F401
+    import cflight.models.descriptors  # noqa: F401
     import cflight.models.generative  # noqa: F401
