@@ -1,0 +1,46 @@
+import math
+
+import pytest
+import torch
+
+from cflight.data import MORPHOMETRIC_NAMES, Digits, DigitsDataModule, morphometrics
+
+
+def test_digits_split_and_contract():
+    train, test = Digits("train", seed=0), Digits("test", seed=0)
+    assert len(train) + len(test) == 1797 and len(test) == round(0.2 * 1797)
+    assert set(train.indices.tolist()).isdisjoint(test.indices.tolist())
+    assert torch.equal(Digits("test", seed=0).indices, test.indices)
+    assert not torch.equal(Digits("test", seed=1).indices, test.indices)
+    s = train[4]
+    assert s["index"] == 4 and s["image"].shape == (1, 8, 8) and 0 <= s["label"] <= 9
+    assert float(train.images.min()) == 0.0 and float(train.images.max()) == 1.0
+    assert s["descriptors"].shape == (len(MORPHOMETRIC_NAMES),)
+    assert Digits("all", image_size=16)[0]["image"].shape == (1, 16, 16)
+
+
+def test_digits_datamodule():
+    dm = DigitsDataModule(batch_size=32, val_size=100, seed=0)
+    assert len(dm.dataset("val")) == 100 and len(dm.dataset("train")) == 1797 - 359 - 100
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (32, 1, 8, 8) and dm.num_classes == 10
+    with pytest.raises(ValueError, match="test_size"):
+        DigitsDataModule(test_size=-0.5)
+
+
+def test_morphometrics_of_known_strokes():
+    bar = torch.zeros(1, 28, 28)
+    bar[0, 12:15, 4:24] = 1.0  # horizontal bar: 3 px thick, 20 px wide
+    area, thickness, slant, width, height = morphometrics(bar).tolist()
+    assert area == pytest.approx(60 / 784) and thickness == pytest.approx(2 * 60 / 46)
+    assert width == pytest.approx(20 / 28) and height == pytest.approx(3 / 28) and slant == pytest.approx(0)
+
+    lean = torch.zeros(1, 28, 28)
+    for row in range(4, 24):  # leaning right: the top is further right
+        col = 20 - (row - 4) // 2
+        lean[0, row, col - 1 : col + 2] = 1.0
+    assert morphometrics(lean)[2] > 0.3
+    assert morphometrics(lean.flip(-1))[2] < -0.3
+    batch = morphometrics(torch.stack([bar, lean, torch.zeros(1, 28, 28)]))
+    assert batch.shape == (3, 5) and torch.equal(batch[2], torch.zeros(5))
+    assert math.isfinite(float(batch.sum()))
