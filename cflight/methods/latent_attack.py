@@ -5,6 +5,8 @@ Goldwasser & Hooker, "Counterfactual Attacks", arXiv 2504.15479 (2025); semantic
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -62,6 +64,8 @@ class LatentAttack(CounterfactualMethod):
             if not callable(getattr(generator, attr, None)):
                 raise TypeError(f"generator {type(generator).__name__} has no {attr}() method")
         self.generator = generator.requires_grad_(False)
+        # A projecting generator (e.g. GANManifold) seeds its candidates per sample from the dataset index.
+        self._encode_takes_index = "index" in inspect.signature(generator.encode).parameters
         self.lr, self.max_steps, self.objective = lr, max_steps, objective
         self.latent_init, self.betas, self.eps = latent_init, tuple(betas), eps
 
@@ -70,7 +74,7 @@ class LatentAttack(CounterfactualMethod):
 
     def initial_latent(self, x: Tensor, index: Tensor) -> Tensor:
         """``z0`` ``[B, D]``: the encoder's output (a reparameterised sample by default)."""
-        enc = self.generator.encode(x)
+        enc = self.generator.encode(x, index=index) if self._encode_takes_index else self.generator.encode(x)
         if isinstance(enc, Tensor):
             return enc.detach()
         mu, logvar = enc[0], enc[1]

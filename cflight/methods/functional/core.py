@@ -1,4 +1,7 @@
 """Pure math shared by the counterfactual methods; every function here is unit-tested without models."""
+
+__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "l1_distance", "l2_distance",
+           "per_sample_normal", "sample_seed", "threshold_reached"]
 from __future__ import annotations
 
 import math
