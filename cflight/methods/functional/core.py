@@ -1,7 +1,5 @@
 """Pure math shared by the counterfactual methods; every function here is unit-tested without models."""
 
-__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "l1_distance", "l2_distance",
-           "per_sample_normal", "sample_seed", "threshold_reached"]
 from __future__ import annotations
 
 import math
@@ -9,6 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "l1_distance", "l2_distance",
+           "per_sample_normal", "sample_seed", "threshold_reached"]
 
 OBJECTIVES = ("prob", "logit", "log_prob")
 
