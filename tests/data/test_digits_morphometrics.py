@@ -31,9 +31,10 @@ def test_digits_datamodule():
 def test_morphometrics_of_known_strokes():
     bar = torch.zeros(1, 28, 28)
     bar[0, 12:15, 4:24] = 1.0  # horizontal bar: 3 px thick, 20 px wide
-    area, thickness, slant, width, height = morphometrics(bar).tolist()
+    area, thickness, slant, width, height, holes = morphometrics(bar).tolist()
     assert area == pytest.approx(60 / 784) and thickness == pytest.approx(2 * 60 / 46)
     assert width == pytest.approx(20 / 28) and height == pytest.approx(3 / 28) and slant == pytest.approx(0)
+    assert holes == 0
 
     lean = torch.zeros(1, 28, 28)
     for row in range(4, 24):  # leaning right: the top is further right
@@ -42,5 +43,24 @@ def test_morphometrics_of_known_strokes():
     assert morphometrics(lean)[2] > 0.3
     assert morphometrics(lean.flip(-1))[2] < -0.3
     batch = morphometrics(torch.stack([bar, lean, torch.zeros(1, 28, 28)]))
-    assert batch.shape == (3, 5) and torch.equal(batch[2], torch.zeros(5))
+    assert batch.shape == (3, 6) and torch.equal(batch[2], torch.zeros(6))
     assert math.isfinite(float(batch.sum()))
+
+
+def _ring(img, top, left, size, thick=2):
+    img[0, top:top + size, left:left + size] = 1.0
+    img[0, top + thick:top + size - thick, left + thick:left + size - thick] = 0.0
+
+
+def test_holes_count_enclosed_regions():
+    zero, eight, open_c = torch.zeros(1, 28, 28), torch.zeros(1, 28, 28), torch.zeros(1, 28, 28)
+    _ring(zero, 4, 8, 14)
+    _ring(eight, 2, 8, 12)
+    _ring(eight, 12, 8, 12)  # shares an edge: two enclosed regions
+    _ring(open_c, 4, 8, 14)
+    open_c[0, 10:14, 20:22] = 0.0  # cut the ring open: no hole
+    holes = morphometrics(torch.stack([zero, eight, open_c, torch.ones(1, 28, 28)]))[:, 5]
+    assert holes.tolist() == [1.0, 2.0, 0.0, 0.0]
+    tiny = torch.ones(1, 28, 28)
+    tiny[0, 10, 10] = 0.0  # a one-pixel gap is below min_hole_px
+    assert morphometrics(tiny)[5] == 0 and morphometrics(tiny, min_hole_px=1)[5] == 1
