@@ -39,8 +39,8 @@ def morphometrics(images: Tensor, threshold: float = 0.5, min_hole_px: int = 2) 
     ).sum(dim=(1, 2))
     thickness = torch.where(edges > 0, 2 * area_px / edges.clamp(min=1), torch.zeros_like(area_px))
 
-    ys = torch.arange(h, dtype=torch.float32).view(1, h, 1)
-    xs = torch.arange(w, dtype=torch.float32).view(1, 1, w)
+    ys = torch.arange(h, dtype=torch.float32, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32, device=x.device).view(1, 1, w)
     weight = x.clamp(min=0)
     total = weight.sum(dim=(1, 2)).clamp(min=1e-8)
     my = (weight * ys).sum(dim=(1, 2)) / total
@@ -61,7 +61,7 @@ def morphometrics(images: Tensor, threshold: float = 0.5, min_hole_px: int = 2) 
 def _extent(occupied: Tensor) -> Tensor:
     """Length of the span from the first to the last True entry per row of ``[B, N]`` (0 when none)."""
     n = occupied.shape[1]
-    idx = torch.arange(n).expand_as(occupied)
+    idx = torch.arange(n, device=occupied.device).expand_as(occupied)
     first = torch.where(occupied, idx, n).amin(dim=1)
     last = torch.where(occupied, idx, -1).amax(dim=1)
     return (last - first + 1).clamp(min=0).float()
@@ -93,7 +93,7 @@ def count_holes(foreground: Tensor, min_px: int = 1) -> Tensor:
             break
         outside = grown
     enclosed = background & ~outside
-    ids = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(b, h, w)
+    ids = torch.arange(1, h * w + 1, dtype=torch.float32, device=foreground.device).view(1, h, w).expand(b, h, w)
     label = torch.where(enclosed, ids, torch.zeros_like(ids))
     while True:
         grown = torch.where(enclosed, _shift_max(label), label)
@@ -101,6 +101,6 @@ def count_holes(foreground: Tensor, min_px: int = 1) -> Tensor:
             break
         label = grown
     flat = label.long().flatten(1)  # 0 = not a hole
-    sizes = torch.zeros(b, h * w + 1, dtype=torch.long).scatter_add_(1, flat, torch.ones_like(flat))
+    sizes = torch.zeros(b, h * w + 1, dtype=torch.long, device=flat.device).scatter_add_(1, flat, torch.ones_like(flat))
     sizes[:, 0] = 0
     return (sizes >= max(min_px, 1)).sum(1)

@@ -7,11 +7,12 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from cflight.attribution.local import descriptor_change
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
 from cflight.models.registry import load_net
 from cflight.targets import SecondMostLikely, TargetPolicy
-from cflight.types import IMAGE, INDEX, LABEL, ClassTarget
+from cflight.types import IMAGE, INDEX, LABEL, ClassTarget, CounterfactualOutput
 from cflight.validation import check_images, check_model_input
 
 
@@ -22,24 +23,48 @@ class ExplainModule(LightningModule):
     :class:`~cflight.lit.writer.CounterfactualWriter` stores as a shard. Images whose dataset index is in
     ``skip_indices`` (set by the writer from finished shards) are not recomputed.
 
+    Descriptor attributions (Goldwasser & Hooker 2025, §1.6): with ``descriptors`` set, each row also holds
+    ``descriptor_delta = a(after) − a(before)`` ``[K]``. In ``"latent"`` space the descriptor model reads the
+    method's latents (the paper's cheap path: ``a(z_cf) − a(z0)``, each counterfactual with its own original);
+    in ``"image"`` space it reads the original and counterfactual images, so any method can be attributed.
+
     Args:
         method: the counterfactual method (holds its own generative networks).
         model: the explained classifier, as a module or the path of a cflight checkpoint.
         target_policy: how targets are chosen (default: second most likely class, τ = 0.5).
         class_names: optional names for captions and tables.
+        descriptors: a descriptor model (module or checkpoint path), e.g. latent logistic heads or
+            :class:`~cflight.models.descriptors.MorphometricDescriptors`.
+        descriptor_space: ``"latent"`` or ``"image"``.
+        descriptor_names: names of the K descriptors (default: the model's ``names`` attribute).
+        standardize_descriptors: rank global attributions by change ÷ the descriptor's standard deviation over
+            the explained originals (for continuous descriptors with different units, e.g. morphometrics).
     """
 
     def __init__(self, method: CounterfactualMethod, model: nn.Module | str,
-                 target_policy: TargetPolicy | None = None, class_names: list[str] | None = None) -> None:
+                 target_policy: TargetPolicy | None = None, class_names: list[str] | None = None,
+                 descriptors: nn.Module | str | None = None, descriptor_space: str = "image",
+                 descriptor_names: list[str] | None = None, standardize_descriptors: bool = False) -> None:
         super().__init__()
         if isinstance(model, str):
             model = load_net(model, expected_kind="classifier")
+        if isinstance(descriptors, str):
+            descriptors = load_net(descriptors, expected_kind="descriptor")
+        if descriptor_space not in ("latent", "image"):
+            raise ValueError(f"descriptor_space must be 'latent' or 'image', got {descriptor_space!r}")
         self.method = method
         self.model = model.eval().requires_grad_(False)
         self.target_policy = target_policy or SecondMostLikely()
         self.class_names = class_names
+        self.descriptors = descriptors.eval().requires_grad_(False) if descriptors is not None else None
+        self.descriptor_space = descriptor_space
+        names = descriptor_names or (list(getattr(descriptors, "names", [])) if descriptors is not None else [])
+        if descriptors is not None and not names:
+            raise ValueError("descriptor_names are needed: the descriptor model has no `names` attribute")
+        self.descriptor_names = names
+        self.standardize_descriptors = standardize_descriptors
         self.skip_indices: set[int] = set()
-        self.save_hyperparameters(ignore=["method", "model", "target_policy"])
+        self.save_hyperparameters(ignore=["method", "model", "target_policy", "descriptors"])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -85,7 +110,23 @@ class ExplainModule(LightningModule):
         for key, value in out.extras.items():
             if isinstance(value, Tensor) and value.shape[:1] == index.shape:
                 result[key] = value
+        if self.descriptors is not None:
+            result.update(self._describe(x, out))
         return {k: v.detach().cpu() for k, v in result.items()}
+
+    @torch.no_grad()
+    def _describe(self, x: Tensor, out: CounterfactualOutput) -> dict[str, Tensor]:
+        """Descriptor values before/after (``[B, K]``) in the chosen space."""
+        if self.descriptor_space == "latent":
+            z0 = out.extras.get("latent0")
+            if out.latent is None or z0 is None:
+                raise ValueError(f"{type(self.method).__name__} returns no latents: use descriptor_space='image'")
+            before, after = self.descriptors(z0), self.descriptors(out.latent)
+        else:
+            before, after = self.descriptors(x), self.descriptors(out.x_cf)
+        if before.shape[1] != len(self.descriptor_names):
+            raise ValueError(f"descriptor model gives {before.shape[1]} values for {len(self.descriptor_names)} names")
+        return {"descriptors_before": before, "descriptor_delta": descriptor_change(before, after)}
 
     @staticmethod
     def _reached(logits: Tensor, target: ClassTarget) -> Tensor:

@@ -130,7 +130,40 @@ def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int)
             caps.append(f"p({r['target']})={r['target_prob']:.2f} → recon")
         caps.append(f"cf {r['cf_prediction']}: p({r['target']})={r['cf_target_prob']:.2f}")
         caps.append(f"l1 {r['l1']:.1f} · {r['steps']} steps")
+        if r.get("top_changes"):
+            caps[-1] += "\n" + "\n".join(r["top_changes"].split("; ")[:3])
         label = f" label {r['label']}" if r["label"] != "" else ""
         status = "ok" if r["valid"] else "not reached"
         out.append(GalleryRow(panels, caps, title=f"#{r['index']}{label} → {r['target']} ({status})"))
     return out, columns
+
+
+def descriptor_scores(records: dict[str, Tensor], standardize: bool) -> Tensor:
+    """Per-image descriptor changes ``[N, K]``; standardised by each descriptor's std over the originals."""
+    delta = records["descriptor_delta"].double()
+    if not standardize:
+        return delta
+    std = records["descriptors_before"].double().std(0, unbiased=False) if delta.shape[0] > 1 else torch.ones(delta.shape[1])
+    return delta / torch.where(std > 0, std, torch.ones_like(std))
+
+
+def add_top_changes(rows: list[dict[str, Any]], scores: Tensor, names: Sequence[str], k: int = 5) -> None:
+    """Add ``top_changes`` (the ``k`` largest signed descriptor changes) to every results row, in place."""
+    from cflight.attribution.local import top_k
+
+    for row, s in zip(rows, scores):
+        row["top_changes"] = "; ".join(f"{n} {v:+.3f}" for n, v in top_k(s.float(), names, k))
+
+
+def global_attribution(records: dict[str, Tensor], scores: Tensor, names: Sequence[str],
+                       class_names: Sequence[str] | None, k: int = 5) -> dict[str, Any]:
+    """The global explanation over all explained images (spec §1.6.4), ready for JSON."""
+    from cflight.attribution.global_attribution import GlobalAttribution, summarise
+
+    logits = records["logits"]
+    source = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    target = records["target_class"].long()
+    num_classes = max(logits.shape[1], 2, int(target.max()) + 1)
+    metric = GlobalAttribution(len(names), num_classes)
+    metric.update(scores, records["direction"], source, target)
+    return summarise(metric.compute(), names, class_names, k=k)

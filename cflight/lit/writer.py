@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from cflight.lit import results as R
+from cflight.viz.attribution import attribution_bar_chart
 from cflight.viz.gallery import render_html, render_png
 
 
@@ -75,14 +76,25 @@ class CounterfactualWriter(BasePredictionWriter):
         computed = int(trainer.strategy.reduce(torch.tensor(float(self._computed)), reduce_op="sum"))
         trainer.strategy.barrier("cflight-writer")
         if trainer.is_global_zero:
-            self.assemble(trainer, getattr(pl_module, "class_names", None), seconds, computed)
+            self.assemble(trainer, getattr(pl_module, "class_names", None), seconds, computed,
+                          getattr(pl_module, "descriptor_names", None), getattr(pl_module, "standardize_descriptors", False))
         trainer.strategy.barrier("cflight-writer-done")
 
-    def assemble(self, trainer: Trainer | None, class_names: list[str] | None, seconds: float, computed: int) -> dict[str, Any]:
+    def assemble(self, trainer: Trainer | None, class_names: list[str] | None, seconds: float, computed: int,
+                 names: list[str] | None = None, standardize: bool = False) -> dict[str, Any]:
         """Write the job's outputs from all finished shards; returns the metrics."""
         records = R.load_records(self.shard_dir)
         rows = R.results_rows(records, class_names)
         metrics = R.summary_metrics(records, seconds, computed)
+        summary, chart = None, None
+        if names and "descriptor_delta" in records:
+            scores = R.descriptor_scores(records, standardize)
+            R.add_top_changes(rows, scores, names)
+            summary = R.global_attribution(records, scores, names, class_names)
+            summary["standardized"] = standardize
+            R.write_json(summary, os.path.join(self.output_dir, "global_attribution.json"))
+            chart = attribution_bar_chart(summary, os.path.join(self.output_dir, "global_attribution.png"),
+                                          title="Global attribution" + (" (change / std)" if standardize else ""))
         R.write_csv(rows, os.path.join(self.output_dir, "results.csv"))
         R.write_json(metrics, os.path.join(self.output_dir, "metrics.json"))
         gallery, columns = R.gallery_rows(records, rows, self.gallery_size)
@@ -90,19 +102,22 @@ class CounterfactualWriter(BasePredictionWriter):
         render_html(gallery, columns, os.path.join(self.output_dir, "gallery.html"),
                     notes=[f"{k}: {v}" for k, v in metrics.items()])
         if trainer is not None:
-            self._log(trainer, metrics, rows, array)
+            self._log(trainer, metrics, rows, array, chart)
         out = os.path.abspath(self.output_dir)
+        extra = ", global_attribution.json|png" if summary else ""
         print(f"cflight: explained {metrics['n']} images (validity {metrics.get('validity')}); outputs in {out}/ "
-              "(results.csv, metrics.json, gallery.png, gallery.html)")
+              f"(results.csv, metrics.json, gallery.png, gallery.html{extra})")
         return metrics
 
     @staticmethod
-    def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], gallery: Any) -> None:
+    def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], gallery: Any, chart: Any) -> None:
         numeric = {f"explain/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         for logger in trainer.loggers:
             logger.log_metrics(numeric)
             if isinstance(logger, WandbLogger):
                 if gallery is not None:
                     logger.log_image(key="explain/gallery", images=[gallery], caption=["original | ... | difference"])
+                if chart is not None:
+                    logger.log_image(key="explain/global_attribution", images=[chart], caption=["signed mean change"])
                 if rows:
                     logger.log_table(key="explain/results", columns=list(rows[0]), data=[list(r.values()) for r in rows])

@@ -1,4 +1,5 @@
 """Descriptor models on latents and on images."""
 from cflight.models.descriptors.heads import ImageDescriptorCNN, LatentDescriptorHeads
+from cflight.models.descriptors.morphometric import MorphometricDescriptors
 
-__all__ = ["ImageDescriptorCNN", "LatentDescriptorHeads"]
+__all__ = ["ImageDescriptorCNN", "LatentDescriptorHeads", "MorphometricDescriptors"]
