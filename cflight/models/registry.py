@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 _REGISTRY: dict[str, tuple[str, Callable[..., nn.Module]]] = {}
-KINDS = ("classifier", "regressor", "generator", "descriptor")
+KINDS = ("classifier", "regressor", "generator", "descriptor", "discriminator", "encoder", "denoiser")
 
 
 def register_net(name: str, kind: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

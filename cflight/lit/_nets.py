@@ -1,0 +1,31 @@
+"""Building a LightningModule's network from a registry name (shared by the training modules)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from cflight.models.registry import build_net, net_kind
+
+
+def resolve_net(net: str | nn.Module, net_kwargs: dict[str, Any] | None, kind: str) -> nn.Module:
+    """``net`` as a registry name (built with ``net_kwargs``) or a ready module (``net_kwargs`` must be empty)."""
+    if isinstance(net, nn.Module):
+        if net_kwargs:
+            raise ValueError("net_kwargs are only used with a registered network name, not with a module")
+        return net
+    if not isinstance(net, str):
+        raise TypeError(f"net must be a registered network name or an nn.Module, got {type(net).__name__}")
+    try:
+        found = net_kind(net)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    if found != kind:
+        raise ValueError(f"network {net!r} is a {found}, expected a {kind}")
+    return build_net(net, **dict(net_kwargs or {}))
+
+
+def stored_kwargs(net_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``net_kwargs`` as stored in a checkpoint: without ``pretrained`` (the trained weights are in the
+    checkpoint, so rebuilding it must not download anything)."""
+    return {k: v for k, v in dict(net_kwargs or {}).items() if k != "pretrained"}
