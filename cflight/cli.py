@@ -31,8 +31,8 @@ class _SaveConfig(SaveConfigCallback):
         for cb in trainer.callbacks:
             if isinstance(cb, CounterfactualWriter):
                 os.makedirs(cb.output_dir, exist_ok=True)
-                self.parser.save(self.config, os.path.join(cb.output_dir, "config.yaml"), skip_none=False,
-                                 overwrite=True, multifile=False)
+                self.parser.save(self.config, os.path.join(cb.output_dir, "config.yaml"), overwrite=True,
+                                 multifile=False)
 
 
 class ConfigError(Exception):
@@ -69,7 +69,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``cflight`` console script."""
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
-        CflightCLI(args=args if args is not None else sys.argv[1:])
+        CflightCLI(args=args)
     except ConfigError as err:
         print(f"cflight: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

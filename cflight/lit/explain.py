@@ -26,7 +26,8 @@ class ExplainModule(LightningModule):
     Descriptor attributions (Goldwasser & Hooker 2025, §1.6): with ``descriptors`` set, each row also holds
     ``descriptor_delta = a(after) − a(before)`` ``[K]``. In ``"latent"`` space the descriptor model reads the
     method's latents (the paper's cheap path: ``a(z_cf) − a(z0)``, each counterfactual with its own original);
-    in ``"image"`` space it reads the original and counterfactual images, so any method can be attributed.
+    in ``"image"`` space it reads the starting image (the reconstruction for latent methods, else the original)
+    and the counterfactual, so any method can be attributed.
 
     Args:
         method: the counterfactual method (holds its own generative networks).
@@ -123,7 +124,10 @@ class ExplainModule(LightningModule):
                 raise ValueError(f"{type(self.method).__name__} returns no latents: use descriptor_space='image'")
             before, after = self.descriptors(z0), self.descriptors(out.latent)
         else:
-            before, after = self.descriptors(x), self.descriptors(out.x_cf)
+            # A latent method's counterfactual is compared with the reconstruction, so the change it made is
+            # not mixed with the generator's reconstruction error; other methods start from x itself.
+            start = out.extras.get("reconstruction", x)
+            before, after = self.descriptors(start), self.descriptors(out.x_cf)
         if before.shape[1] != len(self.descriptor_names):
             raise ValueError(f"descriptor model gives {before.shape[1]} values for {len(self.descriptor_names)} names")
         return {"descriptors_before": before, "descriptor_delta": descriptor_change(before, after)}

@@ -119,22 +119,23 @@ def write_json(obj: Any, path: str) -> None:
 def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int) -> tuple[list[GalleryRow], list[str]]:
     """The first ``n`` images (by dataset index) as gallery rows, with their column names."""
     has_recon = "reconstruction" in records
-    columns = ["original"] + (["reconstruction"] if has_recon else []) + ["counterfactual", "difference"]
+    columns = ["original"] + (["reconstruction"] if has_recon else []) + ["counterfactual"]
+    columns.append("difference (cf − recon)" if has_recon else "difference")
     out = []
     for i in range(min(n, len(rows))):
         r = rows[i]
         x, x_cf = records["image"][i], records["x_cf"][i]
-        panels = [x] + ([records["reconstruction"][i]] if has_recon else []) + [x_cf, difference_map(x, x_cf)]
+        start = records["reconstruction"][i] if has_recon else x
+        panels = [x] + ([start] if has_recon else []) + [x_cf, difference_map(start, x_cf)]
         caps = [f"pred {r['prediction']} ({r['prediction_prob']:.2f})"]
         if has_recon:
-            caps.append(f"p({r['target']})={r['target_prob']:.2f} → recon")
-        caps.append(f"cf {r['cf_prediction']}: p({r['target']})={r['cf_target_prob']:.2f}")
-        caps.append(f"l1 {r['l1']:.1f} · {r['steps']} steps")
-        if r.get("top_changes"):
-            caps[-1] += "\n" + "\n".join(r["top_changes"].split("; ")[:3])
+            caps.append(f"p({r['target']}) = {r['target_prob']:.2f}")
+        caps.append(f"cf {r['cf_prediction']}: p({r['target']}) = {r['cf_target_prob']:.2f}")
+        caps.append(f"l1 {r['l1']:.1f}, {r['steps']} steps")
+        note = "\n".join(r["top_changes"].split("; ")[:3]) if r.get("top_changes") else ""
         label = f" label {r['label']}" if r["label"] != "" else ""
         status = "ok" if r["valid"] else "not reached"
-        out.append(GalleryRow(panels, caps, title=f"#{r['index']}{label} → {r['target']} ({status})"))
+        out.append(GalleryRow(panels, caps, title=f"#{r['index']}{label} → {r['target']} ({status})", note=note))
     return out, columns
 
 

@@ -21,6 +21,7 @@ class GalleryRow:
     panels: list[Tensor]
     captions: list[str]
     title: str = ""
+    note: str = ""
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -57,7 +58,9 @@ def render_png(rows: Sequence[GalleryRow], columns: Sequence[str], path: str | N
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = max(len(rows), 1), len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols, cell_inches * 1.25 * n_rows), squeeze=False)
+    lines = 1 + max((r.note.count("\n") + 1 if r.note else 0) for r in rows) if rows else 1
+    height = cell_inches * (1.15 + 0.12 * lines)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols, height * n_rows), squeeze=False)
     for r, row in enumerate(rows):
         for c, (panel, caption) in enumerate(zip(row.panels, row.captions)):
             ax = axes[r][c]
@@ -65,6 +68,8 @@ def render_png(rows: Sequence[GalleryRow], columns: Sequence[str], path: str | N
             ax.set_title(caption, fontsize=7)
             if c == 0 and row.title:
                 ax.set_ylabel(row.title, fontsize=7)
+        if row.note:
+            axes[r][len(row.panels) - 1].set_xlabel(row.note, fontsize=6)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -99,7 +104,8 @@ def render_html(rows: Sequence[GalleryRow], columns: Sequence[str], path: str, t
             f'<td><img src="{_png_data_uri(p, scale)}"><div class="cap">{html.escape(cap)}</div></td>'
             for p, cap in zip(row.panels, row.captions)
         )
-        body.append(f"<tr><td class='t'>{html.escape(row.title)}</td>{cells}</tr>")
+        note = f"<div class='cap'>{html.escape(row.note)}</div>" if row.note else ""
+        body.append(f"<tr><td class='t'>{html.escape(row.title)}{note}</td>{cells}</tr>")
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif}} td{{text-align:center;padding:4px;vertical-align:top}}

@@ -41,10 +41,10 @@ def test_image_space_attribution_outputs(tmp_path, standardize):
     assert (job / "global_attribution.png").stat().st_size > 0
     rows = list(csv.DictReader(open(job / "results.csv")))
     assert all(r["top_changes"].count(";") == 1 for r in rows)
-    # each row's change is its own counterfactual minus its own original
+    # each row's change is its own counterfactual minus its own starting point
     shards = sorted((job / "shards").glob("*.pt"))
     rec = torch.load(shards[0])
-    expected = PixelMeans()(rec["x_cf"]) - PixelMeans()(rec["image"])
+    expected = PixelMeans()(rec["x_cf"]) - PixelMeans()(rec["reconstruction"])  # latent method: from its reconstruction
     torch.testing.assert_close(rec["descriptor_delta"], expected)
 
 
