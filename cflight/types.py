@@ -108,6 +108,8 @@ class CounterfactualOutput:
         steps: ``[B]`` long, optimisation updates applied to each sample.
         latent: ``[B, D]`` final latent code, for latent-space methods.
         extras: method-specific per-sample tensors (e.g. ``reconstruction``, ``latent0``, ``zero_grad``).
+        comparisons: results of other methods on the same images, targets and indices, by method name
+            (filled by :class:`~cflight.methods.MethodComparison`; the fields above are its primary method's).
     """
 
     x_cf: Tensor
@@ -117,6 +119,7 @@ class CounterfactualOutput:
     steps: Tensor
     latent: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    comparisons: dict[str, "CounterfactualOutput"] = field(default_factory=dict)
 
     def detach_cpu(self) -> "CounterfactualOutput":
         def conv(v: Any) -> Any:
@@ -125,6 +128,7 @@ class CounterfactualOutput:
         return CounterfactualOutput(
             conv(self.x_cf), conv(self.pred), conv(self.pred_cf), conv(self.success), conv(self.steps),
             conv(self.latent), {k: conv(v) for k, v in self.extras.items()},
+            {name: out.detach_cpu() for name, out in self.comparisons.items()},
         )
 
     @staticmethod
@@ -143,4 +147,5 @@ class CounterfactualOutput:
             torch.cat([o.x_cf for o in outputs]), torch.cat([o.pred for o in outputs]),
             torch.cat([o.pred_cf for o in outputs]), torch.cat([o.success for o in outputs]),
             torch.cat([o.steps for o in outputs]), cat_opt([o.latent for o in outputs]), extras,
+            {name: CounterfactualOutput.cat([o.comparisons[name] for o in outputs]) for name in first.comparisons},
         )

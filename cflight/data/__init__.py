@@ -15,6 +15,7 @@ from cflight.data.digits import Digits
 from cflight.data.folder import CelebA, ImageFolderDataset, read_table
 from cflight.data.mnist import MNIST, FashionMNIST, prepare_mnist_raw, read_idx
 from cflight.data.morphometrics import MORPHOMETRIC_NAMES, morphometrics
+from cflight.data.poison import PATTERNS, PoisonedDataset, PoisonSpec, blend, make_pattern
 from cflight.data.shapes import COLOURS, SHAPES, ShapeFactors, ShapesDataset
 from cflight.data.squares import SquaresDataset
 
@@ -22,6 +23,7 @@ __all__ = [
     "COLOURS",
     "MNIST",
     "MORPHOMETRIC_NAMES",
+    "PATTERNS",
     "SHAPES",
     "CelebA",
     "CelebADataModule",
@@ -33,11 +35,15 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataset",
     "MNISTDataModule",
+    "PoisonSpec",
+    "PoisonedDataset",
     "ShapeFactors",
     "ShapesDataModule",
     "ShapesDataset",
     "SquaresDataModule",
     "SquaresDataset",
+    "blend",
+    "make_pattern",
     "morphometrics",
     "prepare_mnist_raw",
     "read_idx",

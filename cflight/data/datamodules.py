@@ -10,15 +10,18 @@ the modules work from LightningCLI YAML (``data: class_path: cflight.data.MNISTD
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cflight.data import _checks
 from cflight.data.digits import Digits
 from cflight.data.folder import CELEBA_URL, ImageFolderDataset
 from cflight.data.mnist import _FOLDER, _HINT, MNIST, FashionMNIST, find_idx_files
+from cflight.data.poison import PoisonedDataset, PoisonSpec, poison_split
 from cflight.data.shapes import ShapesDataset
 from cflight.data.squares import SquaresDataset
 
@@ -26,8 +29,8 @@ SPLITS = ("train", "val", "test")
 
 
 def base_dataset(dataset: Dataset) -> Dataset:
-    """The dataset under any nesting of ``Subset``s."""
-    while isinstance(dataset, Subset):
+    """The dataset under any nesting of ``Subset``s and :class:`PoisonedDataset` wrappers."""
+    while isinstance(dataset, (Subset, PoisonedDataset)):
         dataset = dataset.dataset
     return dataset
 
@@ -55,6 +58,9 @@ class ImageDataModule(LightningDataModule):
         seed: seed of the splits and of the training shuffle.
         predict_split: split served by ``predict_dataloader``: "train", "val" or "test".
         predict_limit: serve only the first ``predict_limit`` items of that split.
+        poison: blend a watermark / text into a share of one class (:class:`cflight.data.PoisonSpec` keys,
+            e.g. ``{class_index: 0, fraction: 0.2, intensity: 0.5}``); only ``poison.splits`` (default the
+            training split) are poisoned, and every split's samples gain a bool ``poisoned``.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class ImageDataModule(LightningDataModule):
         seed: int = 0,
         predict_split: str = "test",
         predict_limit: int | None = None,
+        poison: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = _checks.positive_int("batch_size", batch_size)
@@ -76,6 +83,7 @@ class ImageDataModule(LightningDataModule):
         self.predict_limit = (
             None if predict_limit is None else _checks.positive_int("predict_limit", predict_limit)
         )
+        self.poison = None if poison is None else PoisonSpec.from_config(poison)
         self._datasets: dict[str, Dataset] = {}
 
     def _make(self, split: str) -> Dataset | None:
@@ -86,7 +94,7 @@ class ImageDataModule(LightningDataModule):
         _checks.choice("split", split, SPLITS)
         if split not in self._datasets:
             if split == "test":
-                self._datasets["test"] = self._make("test")
+                self._datasets["test"] = poison_split(self._make("test"), self.poison, "test")
             else:
                 val = self._make("val")
                 train = self._make("train")
@@ -94,8 +102,17 @@ class ImageDataModule(LightningDataModule):
                     n_val = _checks.split_count("val_size", self.val_size, len(train))
                     val_idx, train_idx = seeded_split(len(train), [n_val], self.seed)
                     train, val = Subset(train, train_idx), Subset(train, val_idx)
-                self._datasets.update(train=train, val=val)
+                # poisoned after carving, so a validation split taken from the training set stays clean
+                self._datasets.update(train=poison_split(train, self.poison, "train"),
+                                      val=poison_split(val, self.poison, "val"))
         return self._datasets[split]
+
+    @property
+    def poison_mask(self) -> Tensor | None:
+        """``[1, H, W]`` alpha mask of the poison pattern (``None`` without ``poison``)."""
+        if self.poison is None:
+            return None
+        return self.dataset("train").alpha  # every split is a PoisonedDataset when poison is set
 
     def setup(self, stage: str | None = None) -> None:
         needed = {
@@ -160,7 +177,8 @@ class ImageDataModule(LightningDataModule):
 
 class MNISTDataModule(ImageDataModule):
     """MNIST (60,000 train minus ``val_size`` for validation; 10,000 test); see :class:`cflight.data.MNIST`
-    for where the files are found."""
+    for where the files are found. ``poison``: see :class:`ImageDataModule` (spurious-feature experiments,
+    ``configs/train/classifier_mnist_poisoned.yaml``)."""
 
     dataset_class = MNIST
 
@@ -176,11 +194,16 @@ class MNISTDataModule(ImageDataModule):
         seed: int = 0,
         predict_split: str = "test",
         predict_limit: int | None = None,
+        poison: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit)
+        super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit, poison)
         self.root, self.download = str(root), bool(download)
         self.image_size_arg = _checks.optional_size("image_size", image_size)
         self.morphometrics = bool(morphometrics)
+        n_classes = len(self.dataset_class.class_names)
+        if self.poison is not None and self.poison.class_index >= n_classes:  # fail before any loading
+            raise ValueError(f"poison class_index must be < {n_classes} (the number of classes), "
+                             f"got {self.poison.class_index}")
         name = self.dataset_class.name
         if not self.download and find_idx_files(self.root, name, "test") is None:
             raise FileNotFoundError(
@@ -219,8 +242,9 @@ class DigitsDataModule(ImageDataModule):
         seed: int = 0,
         predict_split: str = "test",
         predict_limit: int | None = None,
+        poison: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit)
+        super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit, poison)
         self.kwargs = dict(
             test_size=test_size, seed=self.seed, image_size=image_size, morphometrics=morphometrics
         )
@@ -358,8 +382,9 @@ class FolderDataModule(ImageDataModule):
         seed: int = 0,
         predict_split: str = "test",
         predict_limit: int | None = None,
+        poison: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit)
+        super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit, poison)
         if not Path(root).is_dir():
             raise FileNotFoundError(
                 f"image folder '{root}' does not exist; put your images there or pass root="

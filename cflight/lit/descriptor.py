@@ -22,17 +22,27 @@ class DescriptorModule(LightningModule):
     Binary descriptors use BCE-with-logits, continuous ones MSE. Held-out accuracy (binary) and R²
     (continuous) are logged per descriptor as ``val/acc/<name>`` and ``val/r2/<name>`` (and ``test/...``).
 
+    Continuous descriptors in small units (a size spread over 0.03) add almost nothing to a plain MSE and are
+    then barely learned; ``continuous_std`` divides each one's error by its spread, so every factor weighs
+    alike, and ``continuous_weight`` balances the standardised MSE against the BCE. The network still
+    predicts natural units.
+
     :param net: ``"latent_descriptors"`` (needs ``latent_dim``), ``"image_descriptors"`` or a module with
         ``names``, ``binary`` and ``logits()``.
     :param encoder: generator with ``encode`` (module or checkpoint path), required for ``space="latent"``.
+    :param continuous_std: ``{name: std}`` of continuous descriptors (unlisted ones: 1).
+    :param continuous_weight: weight of the (standardised) MSE term.
     """
 
     def __init__(self, net: str | nn.Module = "image_descriptors", net_kwargs: dict[str, Any] | None = None,
                  space: str = "image", encoder: nn.Module | str | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, continuous_std: dict[str, float] | None = None,
+                 continuous_weight: float = 1.0) -> None:
         super().__init__()
         if space not in ("latent", "image"):
             raise ValueError(f"space must be 'latent' or 'image', got {space!r}")
+        if continuous_weight < 0:
+            raise ValueError(f"continuous_weight must be >= 0, got {continuous_weight}")
         self.save_hyperparameters(ignore=["net", "encoder"])
         self.net = resolve_net(net, net_kwargs, "descriptor")
         if isinstance(net, str):
@@ -48,6 +58,7 @@ class DescriptorModule(LightningModule):
         self.names = list(self.net.names)
         binary = self.net.binary.cpu()
         self.register_buffer("is_binary", binary.clone(), persistent=False)
+        self.register_buffer("target_std", self._target_std(continuous_std or {}, binary), persistent=False)
         for stage in ("val", "test"):
             setattr(self, f"{stage}_loss", MeanMetric())
         self._sums: dict[str, Tensor] = {}
@@ -65,13 +76,25 @@ class DescriptorModule(LightningModule):
             enc = self.encoder.encode(x)
         return enc if isinstance(enc, Tensor) else enc[0]
 
+    def _target_std(self, std: dict[str, float], binary: Tensor) -> Tensor:
+        """``[K]`` divisors of the continuous descriptors' errors (1 for binary and unlisted ones)."""
+        out = torch.ones(len(self.names))
+        for name, value in std.items():
+            if name not in self.names or bool(binary[self.names.index(name)]):
+                raise ValueError(f"continuous_std names a descriptor that is not continuous: {name!r}")
+            if not value > 0:
+                raise ValueError(f"continuous_std[{name!r}] must be > 0, got {value}")
+            out[self.names.index(name)] = float(value)
+        return out
+
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         if y.shape[1] != len(self.names):
             raise ValueError(f"the data has {y.shape[1]} descriptors, the model predicts {len(self.names)} ({self.names})")
         b = self.is_binary
         bce = F.binary_cross_entropy_with_logits(logits[:, b], y[:, b]) if b.any() else logits.new_zeros(())
-        mse = F.mse_loss(logits[:, ~b], y[:, ~b]) if (~b).any() else logits.new_zeros(())
-        return bce + mse
+        std = self.target_std[~b]
+        mse = F.mse_loss(logits[:, ~b] / std, y[:, ~b] / std) if (~b).any() else logits.new_zeros(())
+        return bce + self.hparams.continuous_weight * mse
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(self.net.logits(self.inputs(batch["image"])), batch["descriptors"].float())

@@ -8,8 +8,10 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from cflight.attribution.local import descriptor_change
+from cflight.lit.results import method_key
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
+from cflight.methods.compare import MethodComparison
 from cflight.models.registry import load_net
 from cflight.targets import SecondMostLikely, TargetPolicy
 from cflight.types import IMAGE, INDEX, LABEL, ClassTarget, CounterfactualOutput
@@ -40,6 +42,10 @@ class ExplainModule(LightningModule):
         descriptor_names: names of the K descriptors (default: the model's ``names`` attribute).
         standardize_descriptors: rank global attributions by change ÷ the descriptor's standard deviation over
             the explained originals (for continuous descriptors with different units, e.g. morphometrics).
+
+    With a :class:`~cflight.methods.MethodComparison` as ``method`` the row's main keys hold the primary
+    method's result and each other method's ``x_cf, logits_cf, success, steps, valid, l1, l2`` are stored
+    under ``"<name>/<key>"``; descriptor attributions describe the primary method.
     """
 
     def __init__(self, method: CounterfactualMethod, model: nn.Module | str,
@@ -64,6 +70,9 @@ class ExplainModule(LightningModule):
             raise ValueError("descriptor_names are needed: the descriptor model has no `names` attribute")
         self.descriptor_names = names
         self.standardize_descriptors = standardize_descriptors
+        # With a MethodComparison every row also holds each other method's results under "<name>/<key>";
+        # the writer reads these names (primary first) for per-method columns, metrics and FID.
+        self.method_names = method.names if isinstance(method, MethodComparison) else []
         self.skip_indices: set[int] = set()
         self.save_hyperparameters(ignore=["method", "model", "target_policy", "descriptors"])
 
@@ -93,17 +102,13 @@ class ExplainModule(LightningModule):
         sel = keep.nonzero().squeeze(1)
         x, index, logits, target = x[sel], index[sel], logits[sel], target.select(sel)
         out = self.method(x, target, self.model, index=index, pred=logits)
-        with torch.no_grad():  # score the returned image again: validity is what a user would see
-            logits_check = self.model(out.x_cf.detach())
         result = {
-            "index": index, "image": x, "x_cf": out.x_cf, "logits": logits, "logits_cf": logits_check,
-            "success": out.success, "steps": out.steps,
-            "valid": self._reached(logits_check, target),
-            "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x),
-            "target_class": target.classes,
+            "index": index, "image": x, "logits": logits, "target_class": target.classes,
             "threshold": torch.as_tensor(target.threshold, dtype=torch.float32).expand(len(target)).clone(),
-            "direction": target.direction,
+            "direction": target.direction, **self._score(out, x, target),
         }
+        for name, other in out.comparisons.items():
+            result.update({method_key(name, k): v for k, v in self._score(other, x, target).items()})
         if LABEL in batch:
             result["label"] = batch[LABEL][rows][sel].long()
         if out.latent is not None:
@@ -114,6 +119,16 @@ class ExplainModule(LightningModule):
         if self.descriptors is not None:
             result.update(self._describe(x, out))
         return {k: v.detach().cpu() for k, v in result.items()}
+
+    @torch.no_grad()
+    def _score(self, out: CounterfactualOutput, x: Tensor, target: ClassTarget) -> dict[str, Tensor]:
+        """A method's counterfactuals ``[B, C, H, W]`` with the explained model's output on them, validity and
+        distances to the originals ``x``, each ``[B]``. The returned image is scored again because validity
+        is what a user of the saved image would see (a method may judge success on another tensor)."""
+        logits_cf = self.model(out.x_cf.detach())
+        return {"x_cf": out.x_cf, "logits_cf": logits_cf, "success": out.success, "steps": out.steps,
+                "valid": self._reached(logits_cf, target),
+                "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
 
     @torch.no_grad()
     def _describe(self, x: Tensor, out: CounterfactualOutput) -> dict[str, Tensor]:

@@ -19,6 +19,13 @@ def r1_penalty(d_real: Tensor, x_real: Tensor) -> Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
+def warmup_decay(decay: float, num_updates: int) -> float:
+    """``min(decay, (1 + n)/(10 + n))`` after ``n`` updates: the EMA follows the network early on instead of
+    keeping its random initialisation (with decay 0.999 over a 1000-step run, 37 % of the average would
+    still be the initial weights)."""
+    return min(decay, (1 + num_updates) / (10 + num_updates))
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, online: torch.nn.Module, decay: float) -> None:
     """``θ_ema ← decay·θ_ema + (1 − decay)·θ``; buffers (BatchNorm statistics) are copied."""
@@ -38,11 +45,12 @@ class GANModule(LightningModule):
     reconstruction MSE (``val/recon_mse``) and sample grids from the EMA generator.
 
     :param net_kwargs: ``GANLatentModel`` arguments (latent_dim, channels, image_size, width, encoder).
+    :param ema_warmup: use ``min(ema_decay, (1 + n)/(10 + n))`` after ``n`` updates (short runs need it).
     """
 
     def __init__(self, net_kwargs: dict[str, Any] | None = None, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  r1_gamma: float = 0.0, r1_every: int = 4, ema_decay: float = 0.999, encoder_lr: float = 1e-3,
-                 num_logged_images: int = 32) -> None:
+                 num_logged_images: int = 32, ema_warmup: bool = True) -> None:
         super().__init__()
         if r1_gamma < 0 or r1_every < 1 or not 0 <= ema_decay < 1:
             raise ValueError("need r1_gamma >= 0, r1_every >= 1 and 0 <= ema_decay < 1")
@@ -50,6 +58,7 @@ class GANModule(LightningModule):
         self.hparams["net"] = "dcgan"
         self.hparams["net_kwargs"] = dict(net_kwargs or {})
         self.automatic_optimization = False
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # resumes with the checkpoint
         self.net = GANLatentModel(**self.hparams.net_kwargs)  # generator here is the EMA copy
         self.net.generator.requires_grad_(False)
         self.generator = copy.deepcopy(self.net.generator).requires_grad_(True)
@@ -87,7 +96,11 @@ class GANModule(LightningModule):
         self.manual_backward(loss_g)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        ema_update(self.net.generator, self.generator, self.hparams.ema_decay)
+        decay = self.hparams.ema_decay
+        if self.hparams.ema_warmup:
+            decay = warmup_decay(decay, int(self.ema_updates))
+        ema_update(self.net.generator, self.generator, decay)
+        self.ema_updates += 1
 
         logs = {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach(),
                 "train/d_real": d_real.detach().mean(), "train/d_fake": d_fake.detach().mean()}

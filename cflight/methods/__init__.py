@@ -1,6 +1,11 @@
 """Counterfactual methods: one class per file sharing :class:`CounterfactualMethod`."""
 from cflight.methods.base import CounterfactualMethod
+from cflight.methods.compare import MethodComparison
+from cflight.methods.dvce import DVCE
 from cflight.methods.interfacegan import InterFaceGANEdit
 from cflight.methods.latent_attack import LatentAttack
+from cflight.methods.pgd import APGD, PGD
+from cflight.methods.svce import SparseAFW
 
-__all__ = ["CounterfactualMethod", "InterFaceGANEdit", "LatentAttack"]
+__all__ = ["APGD", "DVCE", "PGD", "CounterfactualMethod", "InterFaceGANEdit", "LatentAttack", "MethodComparison",
+           "SparseAFW"]

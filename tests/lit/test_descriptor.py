@@ -55,3 +55,26 @@ def test_descriptor_count_mismatch_is_clear():
     module = DescriptorModule("image_descriptors", {"names": ["a", "b"], "in_channels": 3, "image_size": 32})
     with pytest.raises(ValueError, match="the data has 3 descriptors, the model predicts 2"):
         module.loss(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+def _heads(**kwargs):
+    spec = {"latent_dim": 4, "names": ["a", "size"], "binary": [True, False]}
+    vae = ConvVAE(latent_dim=4, in_channels=3, image_size=32)
+    return DescriptorModule("latent_descriptors", spec, space="latent", encoder=vae, **kwargs)
+
+
+def test_continuous_std_standardises_the_mse():
+    module = _heads(continuous_std={"size": 0.1}, continuous_weight=0.5)
+    logits = torch.tensor([[0.0, 0.3], [0.0, 0.1]])
+    y = torch.tensor([[1.0, 0.2], [0.0, 0.2]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :1], y[:, :1])
+    # errors ±0.1 in units of std 0.1 → a standardised MSE of 1, weighted 0.5
+    torch.testing.assert_close(module.loss(logits, y), bce + 0.5)
+    torch.testing.assert_close(_heads().loss(logits, y), bce + 0.01)  # defaults: the plain MSE
+
+
+@pytest.mark.parametrize("std, message", [
+    ({"a": 0.1}, "not continuous"), ({"nope": 0.1}, "not continuous"), ({"size": 0.0}, "must be > 0")])
+def test_bad_continuous_std(std, message):
+    with pytest.raises(ValueError, match=message):
+        _heads(continuous_std=std)

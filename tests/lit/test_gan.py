@@ -1,4 +1,5 @@
 """GANModule: a training smoke run, EMA, R1 and checkpoint round trip."""
+import pytest
 import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Dataset
@@ -45,3 +46,12 @@ def test_ema_update_and_r1():
     x = torch.rand(4, 3, requires_grad=True)
     d = (x * torch.tensor([1.0, 2.0, 0.0])).sum(1)
     torch.testing.assert_close(r1_penalty(d, x), torch.tensor(5.0))
+
+
+def test_ema_warmup_follows_the_network_early_and_caps_at_the_decay() -> None:
+    from cflight.lit.gan import warmup_decay
+
+    assert warmup_decay(0.999, 0) == pytest.approx(0.1)
+    assert warmup_decay(0.999, 90) == pytest.approx(0.91)
+    assert warmup_decay(0.999, 10**6) == 0.999
+    assert all(warmup_decay(0.999, n) <= warmup_decay(0.999, n + 1) for n in range(200))

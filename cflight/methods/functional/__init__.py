@@ -5,3 +5,5 @@ method families (sparse / l_p geometry, diffusion guidance); everything is re-ex
 """
 from cflight.methods.functional.core import *  # noqa: F403
 from cflight.methods.functional.core import OBJECTIVES  # noqa: F401
+from cflight.methods.functional.guidance import *  # noqa: F403
+from cflight.methods.functional.sparse import *  # noqa: F403

@@ -98,13 +98,13 @@ def fit_temperature(logits: Tensor, labels: Tensor, n_bins: int = 20, grid_size:
         raise ValueError(f"need logits [N, K] and labels [N] with N > 0, got {tuple(logits.shape)}, {tuple(labels.shape)}")
     if n_bins < 1 or grid_size < 1:
         raise ValueError(f"n_bins and grid_size must be >= 1, got {n_bins}, {grid_size}")
-    z = _two_class(logits.detach().double())
+    z = _two_class(logits.detach().float())
     correct = z.argmax(1) == labels.to(z.device)
-    grid = torch.cat([torch.zeros(1, dtype=z.dtype), torch.linspace(*log_range, grid_size, dtype=z.dtype)])
-    grid = grid.to(z.device)
+    gap = z - z.amax(1, keepdim=True)  # ≤ 0; max softmax(z/T) = 1 / Σ_j exp(gap_j / T)
+    grid = torch.cat([torch.zeros(1, dtype=torch.float64), torch.linspace(*log_range, grid_size, dtype=torch.float64)])
+    inv_t = (-grid).exp().to(z.device, z.dtype)
     ece = torch.cat([
-        _ece_rows((z[None] / s.exp()[:, None, None]).softmax(2).amax(2), correct, n_bins)
-        for s in grid.split(chunk)
+        _ece_rows(1.0 / (gap[None] * it[:, None, None]).exp().sum(2), correct, n_bins) for it in inv_t.split(chunk)
     ])
     best = int(ece.argmin())  # first minimum: index 0 is log T = 0
     return float(grid[best].exp())

@@ -1,0 +1,107 @@
+"""DDPMModule: a few training steps, EMA export, checkpoint → load_net("denoiser") → DVCE, sample grids, config."""
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import Logger
+from torch.utils.data import DataLoader, Dataset
+
+from cflight.lit import DDPMModule
+from cflight.methods import DVCE
+from cflight.models.registry import load_net
+from cflight.types import ClassTarget
+from tests.helpers import LinearClassifier
+
+NET_KWARGS = {"in_channels": 1, "image_size": 8, "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+              "attention_resolutions": [4], "head_channels": 8}
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Blobs(Dataset):
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        x = torch.zeros(1, 8, 8)
+        r, c = torch.randint(0, 5, (2,), generator=g).tolist()
+        x[:, r:r + 3, c:c + 3] = 1.0
+        return {"image": x, "index": i}
+
+
+class ImageLogger(Logger):
+    """A logger that takes images (like W&B) and keeps them."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = []
+
+    name, version = "images", 0
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_image(self, key, images, step=None, caption=None):
+        self.images.append((key, images[0].shape, caption))
+
+
+@pytest.mark.parametrize("learn_sigma", [True, False])
+def test_training_ema_checkpoint_and_dvce(tmp_path, learn_sigma):
+    module = DDPMModule(net_kwargs={**NET_KWARGS, "learn_sigma": learn_sigma}, num_timesteps=100, lr=1e-3,
+                        ema_decay=0.5, num_logged_images=4, sample_respacing="ddim5", sample_method="ddim")
+    ema_before = [p.clone() for p in module.net.parameters()]
+    logger = ImageLogger()
+    trainer = Trainer(accelerator="cpu", max_steps=4, logger=logger, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                      limit_val_batches=1, num_sanity_val_steps=0)
+    loader = DataLoader(Blobs(), batch_size=8)
+    trainer.fit(module, loader, loader)
+    assert trainer.global_step == 4
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, module.net.parameters())), "EMA never moved"
+    assert any(not torch.equal(a, b) for a, b in zip(module.online.parameters(), module.net.parameters()))
+    assert not any(p.requires_grad for p in module.net.parameters())
+    assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["val/loss"])))
+    assert [k for k, *_ in logger.images] == ["val/samples"] * 2 and logger.images[0][1][2] == 3  # uint8 HWC
+
+    path = tmp_path / "ddpm.ckpt"
+    trainer.save_checkpoint(path)
+    net = load_net(str(path), "denoiser")
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3.0, 90.0])
+    module.net.eval()
+    torch.testing.assert_close(net(x, t), module.net(x, t))  # the exported weights are the EMA ones
+    assert net.out_channels == (2 if learn_sigma else 1)
+    with pytest.raises(ValueError, match="expected a classifier"):
+        load_net(str(path), "classifier")
+    method = DVCE(str(path), num_timesteps=100, timestep_respacing="10", skip_timesteps=7)
+    out = method(torch.rand(2, 1, 8, 8), ClassTarget(torch.tensor([0, 1])), LinearClassifier(2, 1, 8))
+    assert out.x_cf.shape == (2, 1, 8, 8) and out.steps.tolist() == [3, 3]
+
+
+def test_sample_is_seeded_and_in_range():
+    module = DDPMModule(net_kwargs=NET_KWARGS, num_timesteps=100, sample_respacing="5")
+    a, b = module.sample(3, (1, 8, 8), seed=1), module.sample(3, (1, 8, 8), seed=1)
+    assert torch.equal(a, b) and a.shape == (3, 1, 8, 8) and a.min() >= 0 and a.max() <= 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lr": 0.0}, "lr"), ({"ema_decay": 1.0}, "ema_decay"), ({"sample_method": "euler"}, "sample_method"),
+    ({"sample_respacing": "ddim7x"}, "respacing"), ({"schedule": "sqrt"}, "schedule"), ({"net": "conv_vae"}, "denoiser"),
+])
+def test_bad_configuration(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DDPMModule(**{"net_kwargs": NET_KWARGS if "net" not in kwargs else None, "num_timesteps": 100, **kwargs})
+
+
+def test_mnist_config_builds_the_module():
+    with open("configs/train/ddpm_mnist.yaml") as f:
+        cfg = yaml.safe_load(f)
+    assert cfg["model"]["class_path"] == "cflight.lit.DDPMModule"
+    assert cfg["data"]["class_path"] == "cflight.data.MNISTDataModule" and cfg["data"]["init_args"]["batch_size"] == 64
+    module = DDPMModule(**cfg["model"]["init_args"])
+    n = sum(p.numel() for p in module.net.parameters())
+    assert 1_000_000 <= n <= 2_000_000 and module.net.learn_sigma
