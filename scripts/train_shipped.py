@@ -6,6 +6,8 @@
     .venv/bin/python scripts/train_shipped.py robust       # cflight fit -c configs/train/robust_mnist.yaml
     .venv/bin/python scripts/train_shipped.py ddpm         # cflight fit -c configs/train/ddpm_mnist.yaml
     .venv/bin/python scripts/train_shipped.py all
+    .venv/bin/python scripts/train_shipped.py ddpm --set trainer.max_steps=6000 \
+        --set model.init_args.init_weights=checkpoints/mnist_ddpm.pt      # continue from the shipped file
 
 Each job runs ``cflight fit`` on its YAML config (in this process), takes the best checkpoint (by the
 validation metric), exports its network to ``checkpoints/<file>`` (no optimiser state), evaluates the
@@ -161,14 +163,21 @@ def evaluate(path: str, kind: str, root: str = "data") -> dict[str, float]:
     return {"test_recon_mse": sq_err / (total * 28 * 28), "test_images": total}
 
 
-def run_job(name: str, skip_fit: bool = False) -> dict:
+def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = None) -> dict:
     config, out, kind = JOBS[name]
     with open(os.path.join(ROOT, config)) as f:
         cfg = yaml.safe_load(f)
     ckpt_dir = next(cb["init_args"]["dirpath"] for cb in cfg["trainer"]["callbacks"]
                     if cb["class_path"].endswith("ModelCheckpoint"))
     best = os.path.join(ckpt_dir, "best.ckpt")
-    fit_args = ["fit", "-c", config, "--trainer.enable_progress_bar=false"]
+    overrides = [f"--{o.removeprefix('--')}" for o in overrides or []]
+    fit_args = ["fit", "-c", config, "--trainer.enable_progress_bar=false", *overrides]
+    warm = next((o.split("=", 1)[1] for o in overrides if o.startswith("--model.init_args.init_weights=")), None)
+    previous = read_manifest().get(os.path.basename(out), {})
+    lineage = None
+    if warm is not None:  # a continued run: record what it continued from (the file is overwritten below)
+        lineage = {"init_weights": warm, "sha256": sha256(warm),
+                   "total_steps_before": previous.get("total_steps", previous.get("max_steps"))}
     train_s = None
     if not skip_fit:
         for stale in (best, os.path.join(ckpt_dir, "last.ckpt")):  # ModelCheckpoint would version, not replace
@@ -196,10 +205,13 @@ def run_job(name: str, skip_fit: bool = False) -> dict:
         load_net(out, expected_kind="classifier")  # the wrapped file must load
         info = {**info, "net": "temperature", "net_kwargs": wrapped,
                 "num_params": sum(v.numel() for v in state.values())}
+    steps = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("--trainer.max_steps=")),
+                 cfg["trainer"].get("max_steps", -1))
     entry = {
         "sha256": sha256(out),
         "bytes": os.path.getsize(out),
-        "command": f".venv/bin/python scripts/train_shipped.py {name}",
+        "command": " ".join([f".venv/bin/python scripts/train_shipped.py {name}",
+                             *(f"--set {o.removeprefix('--')}" for o in overrides)]),
         "equivalent_to": f"cflight {' '.join(fit_args)}; export_checkpoint('{best}', '{out}')",
         "config": config,
         "net": info["net"],
@@ -207,13 +219,22 @@ def run_job(name: str, skip_fit: bool = False) -> dict:
         "kind": info["kind"],
         "num_params": info["num_params"],
         "epochs": cfg["trainer"]["max_epochs"],
-        "max_steps": cfg["trainer"].get("max_steps", -1),
+        "max_steps": steps,
+        **({"warm_start": lineage, "total_steps": (lineage["total_steps_before"] or 0) + steps} if lineage else {}),
         "train_seconds": train_s,
         "torch_threads": torch.get_num_threads(),
         "metrics": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
     print(f"{out}: {entry['metrics']}", flush=True)
     return entry
+
+
+def read_manifest(path: str = "checkpoints/manifest.yaml") -> dict[str, dict]:
+    """The manifest's ``files`` entries (empty if there is none yet)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return (yaml.safe_load(f) or {}).get("files", {})
 
 
 def update_manifest(entries: dict[str, dict], path: str = "checkpoints/manifest.yaml") -> None:
@@ -235,12 +256,15 @@ def main() -> None:
     parser.add_argument("job", choices=[*JOBS, "all"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-fit", action="store_true", help="export and evaluate the existing best.ckpt")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a cflight fit override, e.g. trainer.max_steps=6000 or "
+                             "model.init_args.init_weights=checkpoints/mnist_ddpm.pt (continue training)")
     args = parser.parse_args()
     os.chdir(ROOT)
     torch.set_num_threads(args.threads)
     os.makedirs("checkpoints", exist_ok=True)
     for name in JOBS if args.job == "all" else [args.job]:
-        update_manifest({os.path.basename(JOBS[name][1]): run_job(name, args.skip_fit)})
+        update_manifest({os.path.basename(JOBS[name][1]): run_job(name, args.skip_fit, args.set)})
 
 
 if __name__ == "__main__":

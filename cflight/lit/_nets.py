@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from cflight.models.registry import build_net, net_kind
+from cflight.models.registry import build_net, load_net, net_kind
 
 
 def resolve_net(net: str | nn.Module, net_kwargs: dict[str, Any] | None, kind: str) -> nn.Module:
@@ -29,3 +29,18 @@ def stored_kwargs(net_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     """``net_kwargs`` as stored in a checkpoint: without ``pretrained`` (the trained weights are in the
     checkpoint, so rebuilding it must not download anything)."""
     return {k: v for k, v in dict(net_kwargs or {}).items() if k != "pretrained"}
+
+
+def warm_start(net: nn.Module, path: str, kind: str) -> None:
+    """Copy the weights of the ``kind`` network saved at ``path`` into ``net`` (same architecture).
+
+    Raises a one-line error naming the file when its network's parameters do not fit ``net``.
+    """
+    saved = load_net(path, kind).state_dict()
+    own = net.state_dict()
+    wrong = sorted(k for k in own.keys() | saved.keys() if k not in own or k not in saved
+                   or own[k].shape != saved[k].shape)
+    if wrong:
+        raise ValueError(f"init_weights {path!r} does not fit this network ({len(wrong)} mismatched tensors, "
+                         f"e.g. {wrong[0]!r}): build it with the same net_kwargs")
+    net.load_state_dict(saved)

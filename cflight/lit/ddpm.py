@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from cflight.lit._images import log_grid
-from cflight.lit._nets import resolve_net, stored_kwargs
+from cflight.lit._nets import resolve_net, stored_kwargs, warm_start
 from cflight.lit.gan import ema_update
 from cflight.models.generative.diffusion import GaussianDiffusion, from_diffusion, to_diffusion
 
@@ -41,12 +41,15 @@ class DDPMModule(LightningModule):
     :param num_logged_images: samples per logged grid (0 disables sampling).
     :param sample_respacing: respacing of the sample grid (e.g. ``"100"``, ``"ddim50"``).
     :param sample_method: ``"ddpm"`` (ancestral) or ``"ddim"`` (η = 0).
+    :param init_weights: warm start: a denoiser checkpoint (exported file or Lightning checkpoint) whose
+        weights initialise both the EMA and the optimised copy; its architecture must match ``net``/``net_kwargs``.
     """
 
     def __init__(self, net: str | nn.Module = "unet", net_kwargs: dict[str, Any] | None = None,
                  num_timesteps: int = 1000, schedule: str = "linear", lambda_vlb: float = 0.001, lr: float = 1e-4,
                  weight_decay: float = 0.0, ema_decay: float = 0.9999, num_logged_images: int = 16,
-                 sample_respacing: str = "100", sample_method: str = "ddpm") -> None:
+                 sample_respacing: str = "100", sample_method: str = "ddpm",
+                 init_weights: str | None = None) -> None:
         super().__init__()
         if lr <= 0 or weight_decay < 0 or lambda_vlb < 0 or not 0 <= ema_decay < 1:
             raise ValueError("need lr > 0, weight_decay >= 0, lambda_vlb >= 0 and 0 <= ema_decay < 1")
@@ -59,6 +62,8 @@ class DDPMModule(LightningModule):
         if isinstance(net, str):
             self.hparams["net"] = net
             self.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+        if init_weights is not None:
+            warm_start(self.net, init_weights, "denoiser")
         self.online = copy.deepcopy(self.net).requires_grad_(True)
         self.diffusion = GaussianDiffusion(num_timesteps, schedule)
         self.diffusion.respaced(sample_respacing)  # invalid respacing fails here, not after an epoch

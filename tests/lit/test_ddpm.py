@@ -105,3 +105,20 @@ def test_mnist_config_builds_the_module():
     module = DDPMModule(**cfg["model"]["init_args"])
     n = sum(p.numel() for p in module.net.parameters())
     assert 1_000_000 <= n <= 2_000_000 and module.net.learn_sigma
+
+
+def test_warm_start_copies_weights_into_both_copies(tmp_path):
+    source = DDPMModule(net_kwargs=NET_KWARGS, num_timesteps=100)  # random weights unlike any later module's
+    path = tmp_path / "source.ckpt"
+    torch.save({"hyper_parameters": {"net": "unet", "net_kwargs": NET_KWARGS},
+                "state_dict": {f"net.{k}": v for k, v in source.net.state_dict().items()}}, path)
+    warm = DDPMModule(net_kwargs=NET_KWARGS, num_timesteps=100, init_weights=str(path))
+    for a, b, c in zip(source.net.state_dict().values(), warm.net.state_dict().values(),
+                       warm.online.state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert all(p.requires_grad for p in warm.online.parameters())
+    # A different architecture is a clear error naming the file, not a silent partial load.
+    with pytest.raises(ValueError, match="does not fit"):
+        DDPMModule(net_kwargs={**NET_KWARGS, "model_channels": 16}, num_timesteps=100, init_weights=str(path))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        DDPMModule(net_kwargs=NET_KWARGS, num_timesteps=100, init_weights=str(tmp_path / "missing.pt"))
