@@ -92,3 +92,21 @@ class TinyDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader()
+
+
+class Squares(Dataset):
+    """``n`` one-channel ``size``² images, each a white ``side``² square at a corner drawn from
+    ``[low, high)`` per row/column, seeded by the index: a tiny image set for generative-model training tests."""
+
+    def __init__(self, n: int, size: int, side: int, low: int, high: int) -> None:
+        self.n, self.size, self.side, self.low, self.high = n, size, side, low, high
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        x = torch.zeros(1, self.size, self.size)
+        r, c = torch.randint(self.low, self.high, (2,), generator=g).tolist()
+        x[:, r:r + self.side, c:c + self.side] = 1.0
+        return {"image": x, "index": i}

@@ -4,31 +4,19 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from cflight.lit import DDPMModule
 from cflight.methods import DVCE
 from cflight.models.registry import load_net
 from cflight.types import ClassTarget
-from tests.helpers import LinearClassifier
+from tests.helpers import LinearClassifier, Squares
 
 NET_KWARGS = {"in_channels": 1, "image_size": 8, "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
               "attention_resolutions": [4], "head_channels": 8}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Blobs(Dataset):
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        x = torch.zeros(1, 8, 8)
-        r, c = torch.randint(0, 5, (2,), generator=g).tolist()
-        x[:, r:r + 3, c:c + 3] = 1.0
-        return {"image": x, "index": i}
 
 
 class ImageLogger(Logger):
@@ -59,7 +47,7 @@ def test_training_ema_checkpoint_and_dvce(tmp_path, learn_sigma):
     trainer = Trainer(accelerator="cpu", max_steps=4, logger=logger, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
                       limit_val_batches=1, num_sanity_val_steps=0)
-    loader = DataLoader(Blobs(), batch_size=8)
+    loader = DataLoader(Squares(16, size=8, side=3, low=0, high=5), batch_size=8)
     trainer.fit(module, loader, loader)
     assert trainer.global_step == 4
     assert any(not torch.equal(a, b) for a, b in zip(ema_before, module.net.parameters())), "EMA never moved"

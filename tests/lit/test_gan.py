@@ -2,22 +2,11 @@
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from cflight.lit.gan import GANModule, ema_update, r1_penalty
 from cflight.models.registry import load_net
-
-
-class Blobs(Dataset):
-    def __len__(self):
-        return 32
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        x = torch.zeros(1, 28, 28)
-        r, c = torch.randint(4, 20, (2,), generator=g).tolist()
-        x[:, r:r + 6, c:c + 6] = 1.0
-        return {"image": x, "index": i}
+from tests.helpers import Squares
 
 
 def test_training_smoke_and_checkpoint_roundtrip(tmp_path):
@@ -25,7 +14,7 @@ def test_training_smoke_and_checkpoint_roundtrip(tmp_path):
     before = [p.clone() for p in module.net.generator.parameters()]
     trainer = Trainer(accelerator="cpu", max_steps=6, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=1)
-    loader = DataLoader(Blobs(), batch_size=8)
+    loader = DataLoader(Squares(32, size=28, side=6, low=4, high=20), batch_size=8)
     trainer.fit(module, loader, loader)
     after = list(module.net.generator.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after)), "EMA generator never moved"

@@ -562,7 +562,7 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
     best, loss0 = None, None
     if record:
         trace["iterates"].append(x_cur.clone())
-    for _ in range(steps):
+    for i in range(steps + int(keep_best)):  # keep_best: one more evaluation, of the last iterate
         loss, g, aux = loss_grad(x_cur)
         if best is None:
             best, loss0 = _Best(x_cur, loss, g, aux), loss.clone()
@@ -570,17 +570,12 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
             best.update(x_cur, loss, g, aux)
         if record:
             trace["loss"].append(loss.clone())
+        if i == steps:
+            break
         x_cur = project_lp_box(x_cur + _rows(eta, x) * steepest_ascent(g, norm, l1_sparsity), x, eps64, norm)
         if record:
             trace["iterates"].append(x_cur.clone())
     if not keep_best:
         nan = torch.full((b,), math.nan, dtype=x.dtype, device=x.device)
         return AFWResult(x_cur, nan, None, nan if loss0 is None else loss0, _stack_trace(trace) if record else {})
-    loss, g, aux = loss_grad(x_cur)
-    if best is None:
-        best, loss0 = _Best(x_cur, loss, g, aux), loss.clone()
-    else:
-        best.update(x_cur, loss, g, aux)
-    if record:
-        trace["loss"].append(loss.clone())
     return AFWResult(best.x, best.loss, best.aux, loss0, _stack_trace(trace) if record else {})
