@@ -44,3 +44,12 @@ def test_ema_warmup_follows_the_network_early_and_caps_at_the_decay() -> None:
     assert warmup_decay(0.999, 90) == pytest.approx(0.91)
     assert warmup_decay(0.999, 10**6) == 0.999
     assert all(warmup_decay(0.999, n) <= warmup_decay(0.999, n + 1) for n in range(200))
+
+
+def test_discriminator_width_is_separate_from_the_generator_and_checked():
+    module = GANModule(net_kwargs={"latent_dim": 8, "width": 4}, discriminator_width=12)
+    assert module.discriminator.features[0].out_channels == 12
+    assert module.generator.to_image[0].in_channels == 4  # the generator keeps its own width
+    assert GANModule(net_kwargs={"latent_dim": 8, "width": 4}).discriminator.features[0].out_channels == 4
+    with pytest.raises(ValueError, match="discriminator_width"):
+        GANModule(net_kwargs={"latent_dim": 8, "width": 4}, discriminator_width=0)
