@@ -173,9 +173,9 @@ def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = Non
     overrides = [f"--{o.removeprefix('--')}" for o in overrides or []]
     fit_args = ["fit", "-c", config, "--trainer.enable_progress_bar=false", *overrides]
     warm = next((o.split("=", 1)[1] for o in overrides if o.startswith("--model.init_args.init_weights=")), None)
-    previous = read_manifest().get(os.path.basename(out), {})
     lineage = None
     if warm is not None:  # a continued run: record what it continued from (the file is overwritten below)
+        previous = load_manifest().get("files", {}).get(os.path.basename(out), {})
         lineage = {"init_weights": warm, "sha256": sha256(warm),
                    "total_steps_before": previous.get("total_steps", previous.get("max_steps"))}
     train_s = None
@@ -229,19 +229,16 @@ def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = Non
     return entry
 
 
-def read_manifest(path: str = "checkpoints/manifest.yaml") -> dict[str, dict]:
-    """The manifest's ``files`` entries (empty if there is none yet)."""
+def load_manifest(path: str = "checkpoints/manifest.yaml") -> dict:
+    """The whole manifest (empty if there is none yet)."""
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return (yaml.safe_load(f) or {}).get("files", {})
+        return yaml.safe_load(f) or {}
 
 
 def update_manifest(entries: dict[str, dict], path: str = "checkpoints/manifest.yaml") -> None:
-    manifest = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            manifest = yaml.safe_load(f) or {}
+    manifest = load_manifest(path)
     manifest.setdefault("files", {}).update(entries)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
