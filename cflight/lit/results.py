@@ -1,11 +1,12 @@
-"""Assembling an explanation job's shards into results.csv, metrics.json and gallery rows (pure I/O + math)."""
+"""Rows, metrics and gallery rows of an explanation job, from the records of one shard at a time (pure functions).
+
+Streaming over the shards is :mod:`cflight.lit.assembly`'s job; these functions see a dict of ``[N, ...]`` tensors.
+"""
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +16,6 @@ from torch import Tensor
 from cflight.methods import functional as Fn
 from cflight.viz.gallery import GalleryRow, difference_map
 
-SHARD_GLOB = "shard-*.pt"
-
-
 def method_key(name: str, key: str) -> str:
     """Shard/record key of a compared (non-primary) method's value, e.g. ``"robust/x_cf"``."""
     return f"{name}/{key}"
@@ -26,54 +24,6 @@ def method_key(name: str, key: str) -> str:
 def _key(name: str | None, key: str) -> str:
     """The record key of ``key`` for method ``name`` (``None``: the primary method, stored unprefixed)."""
     return key if name is None else method_key(name, key)
-
-
-def read_shard_indices(shard_dir: str) -> set[int]:
-    """Dataset indices held by the finished shards in ``shard_dir`` (partial ``.tmp`` files are ignored)."""
-    done: set[int] = set()
-    for path in glob.glob(os.path.join(shard_dir, SHARD_GLOB)):
-        done.update(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["index"].tolist())
-    return done
-
-
-def load_records(shard_dir: str) -> dict[str, Tensor]:
-    """All shards concatenated, one row per dataset index, sorted by index."""
-    shards = [torch.load(p, map_location="cpu", weights_only=True) for p in sorted(glob.glob(os.path.join(shard_dir, SHARD_GLOB)))]
-    if not shards:
-        return {}
-    keys = set.intersection(*(set(s) for s in shards))
-    records = {k: torch.cat([s[k] for s in shards]) for k in keys}
-    index = records["index"]
-    order = torch.argsort(index, stable=True)
-    keep = torch.ones_like(index, dtype=torch.bool)
-    sorted_index = index[order]
-    keep[1:] = sorted_index[1:] != sorted_index[:-1]  # a rerun may have rewritten an index: keep one row
-    return {k: v[order][keep] for k, v in records.items()}
-
-
-def load_rank_records(shard_dir: str, rank: int, world_size: int, keys: Sequence[str]) -> dict[str, Tensor]:
-    """This process's share of the records (only ``keys``), for metrics reduced across processes.
-
-    Process ``rank`` reads shard files ``rank, rank + world_size, …`` (sorted by name); an index found in
-    several shards counts once, in the first such file — the row :func:`load_records` keeps — so the shares
-    partition the records whatever the number of processes.
-    """
-    paths = sorted(glob.glob(os.path.join(shard_dir, SHARD_GLOB)))
-    seen: set[int] = set()
-    parts: list[dict[str, Tensor]] = []
-    for i, path in enumerate(paths):
-        shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        first = []
-        for j, idx in enumerate(shard["index"].tolist()):
-            if idx not in seen:
-                seen.add(idx)
-                first.append(j)
-        if i % world_size == rank and first:
-            rows = torch.tensor(first)
-            parts.append({k: shard[k][rows] for k in keys})
-    if not parts:
-        return {}
-    return {k: torch.cat([p[k] for p in parts]) for k in keys}
 
 
 def _name(c: int, class_names: Sequence[str] | None) -> str:
@@ -132,47 +82,58 @@ def _cf_columns(records: dict[str, Tensor], probs_cf: Tensor, i: int, t: int, na
     return cols if name is None else {method_key(name, c): v for c, v in cols.items()}
 
 
-def write_csv(rows: list[dict[str, Any]], path: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)
+class CsvRows:
+    """``results.csv`` written row by row (the header from the first row), atomically on :meth:`close`."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.tmp = path, f"{path}.tmp"
+        self._file = open(self.tmp, "w", newline="")
+        self._writer: csv.DictWriter | None = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._file, fieldnames=list(row))
+            self._writer.writeheader()
+        self._writer.writerow(row)
+
+    def close(self) -> None:
+        self._file.close()
+        os.replace(self.tmp, self.path)
 
 
-def summary_metrics(records: dict[str, Tensor], seconds: float, computed: int,
-                    methods: Sequence[str] = ()) -> dict[str, Any]:
+def method_columns(records: dict[str, Tensor], methods: Sequence[str] = ()) -> list[dict[str, Tensor]]:
+    """Each method's ``valid, success, steps, l1, l2`` columns (primary first), for :class:`CounterfactualSummary`."""
+    names = [None, *methods[1:]]
+    return [{k: records[_key(name, k)] for k in ("valid", "success", "steps", "l1", "l2")} for name in names]
+
+
+def summary_metrics(summary: dict[str, Tensor] | None, median_steps: Sequence[float], seconds: float,
+                    computed: int, methods: Sequence[str] = ()) -> dict[str, Any]:
     """The job's metrics.json: ``n``, ``validity``, ``success_rate``, ``median_steps``, ``mean_l1``, ``mean_l2``…
 
-    With compared ``methods`` (primary first) also ``primary`` and ``methods: {name: {validity, success_rate,
-    median_steps, mean_steps, mean_l1, mean_l2}}``; the top-level values are the primary's.
+    ``summary``: :meth:`CounterfactualSummary.compute` over all rows; ``median_steps``: each method's median
+    (primary first). With compared ``methods`` (primary first) also ``primary`` and ``methods: {name:
+    {validity, success_rate, median_steps, mean_steps, mean_l1, mean_l2}}``; the top-level values are the
+    primary's.
     """
-    n = len(records.get("index", []))
+    n = 0 if summary is None else int(summary["n"])
     if n == 0:
-        return {"n": 0, "validity": None, "seconds": seconds}
-    metrics = {"n": n, **_method_metrics(records, None), "seconds": round(seconds, 3),
-               "computed_this_run": computed,
+        return {"n": 0, "validity": None, "seconds": round(seconds, 3), "computed_this_run": computed}
+    summary = {k: v.reshape(-1) for k, v in summary.items()}  # torchmetrics squeezes one-method [1] to []
+    per = [_method_metrics(summary, m, median_steps[m]) for m in range(len(median_steps))]
+    metrics = {"n": n, **per[0], "seconds": round(seconds, 3), "computed_this_run": computed,
                "seconds_per_image": round(seconds / computed, 5) if computed else None}
     if methods:
         metrics["primary"] = methods[0]
-        metrics["methods"] = {name: _method_metrics(records, None if k == 0 else name)
-                              for k, name in enumerate(methods)}
+        metrics["methods"] = {name: per[k] for k, name in enumerate(methods)}
     return metrics
 
 
-def _method_metrics(records: dict[str, Tensor], name: str | None) -> dict[str, float]:
-    """Validity, success rate, steps and mean distances of one method (``None``: the primary)."""
-    steps = records[_key(name, "steps")].tolist()
-    return {
-        "validity": float(records[_key(name, "valid")].float().mean()),
-        "success_rate": float(records[_key(name, "success")].float().mean()),
-        "median_steps": float(statistics.median(steps)),
-        "mean_steps": float(sum(steps) / len(steps)),
-        "mean_l1": float(records[_key(name, "l1")].mean()),
-        "mean_l2": float(records[_key(name, "l2")].mean()),
-    }
+def _method_metrics(summary: dict[str, Tensor], m: int, median_steps: float) -> dict[str, float]:
+    """Validity, success rate, steps and mean distances of method ``m`` (0: the primary)."""
+    return {"validity": float(summary["validity"][m]), "success_rate": float(summary["success_rate"][m]),
+            "median_steps": float(median_steps), "mean_steps": float(summary["mean_steps"][m]),
+            "mean_l1": float(summary["mean_l1"][m]), "mean_l2": float(summary["mean_l2"][m])}
 
 
 def write_json(obj: Any, path: str) -> None:
@@ -240,32 +201,25 @@ def comparison_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any
     return out, columns
 
 
-def descriptor_scores(records: dict[str, Tensor], standardize: bool) -> Tensor:
-    """Per-image descriptor changes ``[N, K]``; standardised by each descriptor's std over the originals."""
+def descriptor_scores(records: dict[str, Tensor], std: Tensor | None) -> Tensor:
+    """Per-image descriptor changes ``[N, K]`` (float64), divided by ``std`` ``[K]`` where given and > 0.
+
+    ``std``: each descriptor's standard deviation over all explained originals (``None``: raw changes).
+    """
     delta = records["descriptor_delta"].double()
-    if not standardize:
+    if std is None:
         return delta
-    std = records["descriptors_before"].double().std(0, unbiased=False) if delta.shape[0] > 1 else torch.ones(delta.shape[1])
+    std = std.double().to(delta.device)
     return delta / torch.where(std > 0, std, torch.ones_like(std))
 
 
-def add_top_changes(rows: list[dict[str, Any]], scores: Tensor, names: Sequence[str], k: int = 5) -> None:
-    """Add ``top_changes`` (the ``k`` largest signed descriptor changes) to every results row, in place."""
+def top_changes(scores: Tensor, names: Sequence[str], k: int = 5) -> list[str]:
+    """Each row's ``k`` largest signed descriptor changes, as the ``top_changes`` column of results.csv."""
     from cflight.attribution.local import top_k
 
-    for row, s in zip(rows, scores):
-        row["top_changes"] = "; ".join(f"{n} {v:+.3f}" for n, v in top_k(s.float(), names, k))
+    return ["; ".join(f"{n} {v:+.3f}" for n, v in top_k(s.float(), names, k)) for s in scores]
 
 
-def global_attribution(records: dict[str, Tensor], scores: Tensor, names: Sequence[str],
-                       class_names: Sequence[str] | None, k: int = 5) -> dict[str, Any]:
-    """The global explanation over all explained images (spec §1.6.4), ready for JSON."""
-    from cflight.attribution.global_attribution import GlobalAttribution, summarise
-
-    logits = records["logits"]
-    source = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-    target = records["target_class"].long()
-    num_classes = max(logits.shape[1], 2, int(target.max()) + 1)
-    metric = GlobalAttribution(len(names), num_classes)
-    metric.update(scores, records["direction"], source, target)
-    return summarise(metric.compute(), names, class_names, k=k)
+def source_class(logits: Tensor) -> Tensor:
+    """The explained model's class on the originals ``[N]`` (a one-logit model: ``logit > 0``)."""
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)

@@ -1,11 +1,11 @@
-"""CounterfactualWriter: atomic per-rank shards keyed by dataset index, resumable, assembled on rank 0."""
+"""CounterfactualWriter: durable per-rank shards keyed by dataset index, resumable, assembled by streaming."""
 from __future__ import annotations
 
-import glob
 import os
+import shutil
+import statistics
 import time
 import warnings
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,61 +15,82 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 
+from cflight.attribution.global_attribution import GlobalAttribution, summarise
 from cflight.lit import results as R
+from cflight.lit.assembly import ShardPlan, iter_share, kept_rows, make_plan, rows_in_index_order
+from cflight.lit.fingerprint import describe_job, differences, fingerprint, first_dataset
+from cflight.lit.job import JobDirectory, JobMismatch
+from cflight.lit.shards import IMAGE_KEYS, UNREADABLE, row_shapes, shard_name, write_shard
 from cflight.metrics import FrechetDistance, PenultimateFeatures
+from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments
 from cflight.models.registry import load_net
 from cflight.types import IMAGE
 from cflight.validation import check_model_input
 from cflight.viz.attribution import attribution_bar_chart
-from cflight.viz.gallery import render_html, render_png
+from cflight.viz.gallery import render_html, render_png, to_uint8
+
+__all__ = ["CounterfactualWriter", "JobMismatch", "shard_name"]
 
 FID_BATCH = 256  # images per feature-network forward when computing FID
+WANDB_TABLE_ROWS = 10_000  # rows of results.csv also logged as a W&B table (the csv has them all)
 FID_NOTE = ("fid: Frechet distance between the fid_feature_net penultimate features of the fid_n counterfactuals "
             "and of the same fid_n explained originals (not a held-out set, not Inception features: compare only "
             "runs with the same feature net and n). With few images (n not much larger than the feature "
             "dimension) it is biased upward and noisy.")
 
 
-def shard_name(index: Tensor) -> str:
-    """A name fixed by the set of dataset indices in the shard (so a rerun finds the same file)."""
-    idx = index.long().sort().values
-    crc = zlib.crc32(idx.numpy().tobytes())
-    return f"shard-{int(idx[0]):09d}-{int(idx[-1]):09d}-{len(idx)}-{crc:08x}.pt"
-
-
 class CounterfactualWriter(BasePredictionWriter):
     """Writes each predict batch's results to ``<output_dir>/shards/`` and assembles the job's outputs.
 
-    Every rank writes its own shards (temp file + rename, so a partial shard is never visible under its
-    final name). At setup the finished shards are read and their indices handed to the module as
-    ``skip_indices``, so an interrupted job rerun into the same directory recomputes nothing finished.
-    After the loop, rank 0 writes ``results.csv``, ``metrics.json``, ``gallery.png`` and ``gallery.html``
-    and logs them to every attached logger (W&B: gallery image, results table, metrics).
+    **Shards.** Every rank writes its own shards durably (temp file, fsync, rename), images as uint8, each
+    tensor with a CRC-32 and the job's fingerprint (:mod:`cflight.lit.fingerprint`: weights, method and
+    policy hyper-parameters, seed, dataset, precision — not batch size or device count). A rerun into the
+    same directory recomputes only the missing images; a rerun of *another* job there is refused with one
+    line (``on_mismatch="error"``) or goes to the first free ``<output_dir>-<k>`` (``"new"``). A corrupt
+    shard (truncated, damaged) is moved to ``shards/corrupt/`` and its images are recomputed.
+
+    **Assembly** streams the shards (never all records in memory): every process reduces its share into
+    torchmetrics states on the module's device (validity, distances, descriptor moments, global
+    attribution, FID features), then rank 0 walks the rows in index order for ``results.csv`` and the
+    gallery (the first ``gallery_size`` images by index) and writes ``metrics.json``, ``gallery.png|html``,
+    ``global_attribution.json|png`` and ``unreadable.csv`` (images skipped because their files could not be
+    read), and logs them to every attached logger.
 
     With ``fid_feature_net`` set, metrics.json also gets ``fid``: the Fréchet distance (Heusel et al. 2017)
     between the counterfactuals and the **explained originals** in that network's penultimate features
-    (:class:`~cflight.metrics.FrechetDistance`), over every finished shard; each process extracts the
-    features of its share of the shards and the metric sums the moments across processes. It measures how
-    far the counterfactuals drift from the distribution of the images they came from; with the few images of
-    a typical job it is biased upward and noisy (``fid_note`` says so in metrics.json), so compare it only
-    between runs of the same size and feature net. With a :class:`~cflight.methods.MethodComparison` every
-    method gets its own ``methods.<name>.fid`` (features of the originals are extracted once).
+    (:class:`~cflight.metrics.FrechetDistance`). It measures how far the counterfactuals drift from the
+    images they came from; with the few images of a typical job it is biased upward and noisy (``fid_note``
+    says so). With a :class:`~cflight.methods.MethodComparison` every method gets ``methods.<name>.fid``.
+
+    A job that fails before its first shard leaves nothing behind: the output directory is removed if this
+    run created it.
 
     Args:
-        output_dir: the job's output directory.
+        output_dir: the job's output directory (on a filesystem every node sees, for multi-node jobs).
         gallery_size: images shown in the gallery (the first ones by dataset index).
-        fid_feature_net: a classifier (module, or path of a cflight classifier checkpoint) whose penultimate
-            features FID is computed in, e.g. ``checkpoints/mnist_classifier.pt``; ``None``: no FID.
+        fid_feature_net: a classifier (module, or path of a cflight checkpoint) for FID; ``None``: no FID.
+        image_format: ``"uint8"`` (default) or ``"float32"`` storage of images in shards.
+        save_images: also write each original and counterfactual as PNG under ``images/`` (browsable).
+        on_mismatch: ``"error"`` or ``"new"`` when ``output_dir`` holds another job's shards.
+        min_free_mb: refuse to start when the output filesystem has less free space than this.
     """
 
     def __init__(self, output_dir: str = "outputs/explain", gallery_size: int = 16,
-                 fid_feature_net: nn.Module | str | None = None) -> None:
+                 fid_feature_net: nn.Module | str | None = None, image_format: str = "uint8",
+                 save_images: bool = False, on_mismatch: str = "error", min_free_mb: float = 64.0) -> None:
         super().__init__(write_interval="batch")
         if gallery_size < 0:
             raise ValueError(f"gallery_size must be >= 0, got {gallery_size}")
-        self.output_dir = output_dir
+        if image_format not in ("uint8", "float32"):
+            raise ValueError(f"image_format must be 'uint8' or 'float32', got {image_format!r}")
+        if on_mismatch not in ("error", "new"):
+            raise ValueError(f"on_mismatch must be 'error' or 'new', got {on_mismatch!r}")
+        self.job = JobDirectory(output_dir, min_free_mb=min_free_mb)
         self.gallery_size = gallery_size
-        self.shard_dir = os.path.join(output_dir, "shards")
+        self.image_dtype = torch.uint8 if image_format == "uint8" else torch.float32
+        self.save_images = save_images
+        self.on_mismatch = on_mismatch
+        self.config_text: str | None = None  # the resolved CLI config, set by the CLI; saved as config.yaml
         self.fid_source: str | None = None  # what metrics.json names as the feature net
         if isinstance(fid_feature_net, str):
             self.fid_source, fid_feature_net = fid_feature_net, load_net(fid_feature_net, expected_kind="classifier")
@@ -79,18 +100,36 @@ class CounterfactualWriter(BasePredictionWriter):
         self._fid_checked = False
         self._start = 0.0
         self._computed = 0
+        self._fingerprint = ""
 
+    @property
+    def output_dir(self) -> str:
+        return self.job.path
+
+    @property
+    def shard_dir(self) -> str:
+        return self.job.shard_dir
+
+    # ------------------------------------------------------------------------------------------ lifecycle
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        os.makedirs(self.shard_dir, exist_ok=True)
-        if trainer.is_global_zero:
-            for stale in glob.glob(os.path.join(self.shard_dir, "*.tmp")):
-                os.remove(stale)  # left by a killed run; never a finished shard
-        done = R.read_shard_indices(self.shard_dir)
-        if hasattr(pl_module, "skip_indices"):
-            pl_module.skip_indices = done
+        self.job.check_writable()  # before any work: an unwritable or full output filesystem
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start, self._computed = time.perf_counter(), 0
+        self._start, self._computed, self._fid_checked = time.perf_counter(), 0, False
+        description = describe_job(pl_module, first_dataset(trainer.predict_dataloaders), str(trainer.precision))
+        self._fingerprint = fingerprint(description)
+        if self.on_mismatch == "new":
+            self.job = self.job.first_compatible(self._fingerprint)
+        self.job.check_compatible(self._fingerprint, description)  # every rank: the same verdict, no hang
+        if trainer.is_global_zero:
+            self.job.remove_stale_temp()
+            for path, reason in self.job.set_aside_corrupt():
+                print(f"cflight: shard {os.path.basename(path)} is corrupt ({reason}); moved to shards/corrupt/, "
+                      "its images are recomputed")
+        trainer.strategy.barrier("cflight-writer-scan")
+        self.job.description = description
+        if hasattr(pl_module, "skip_indices"):
+            pl_module.skip_indices = self.job.done_indices()
 
     def on_predict_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
                                dataloader_idx: int = 0) -> None:
@@ -103,88 +142,179 @@ class CounterfactualWriter(BasePredictionWriter):
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
         if not prediction:
             return
-        path = os.path.join(self.shard_dir, shard_name(prediction["index"]))
-        tmp = f"{path}.{trainer.global_rank}.tmp"
-        torch.save(prediction, tmp)
-        os.replace(tmp, path)
-        self._computed += len(prediction["index"])
+        rows = {k: v for k, v in prediction.items() if k != UNREADABLE}
+        unreadable = prediction.get(UNREADABLE)
+        index = rows.get("index", torch.zeros(0, dtype=torch.long))
+        every = index if unreadable is None else torch.cat([index, unreadable.long()])
+        if not len(every):
+            return
+        self.job.create(self.config_text, is_global_zero=trainer.is_global_zero, fingerprint=self._fingerprint)
+        write_shard(os.path.join(self.shard_dir, shard_name(every)), rows, self._fingerprint, unreadable,
+                    self.image_dtype, suffix=f".{trainer.global_rank}")
+        if self.save_images and len(index):
+            self._save_pngs(rows)
+        self._computed += len(every)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            self.job.remove_if_empty()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         seconds = time.perf_counter() - self._start
-        computed = int(trainer.strategy.reduce(torch.tensor(float(self._computed)), reduce_op="sum"))
+        device = pl_module.device
+        # Collectives take tensors on the module's device: NCCL rejects CPU tensors.
+        computed = int(trainer.strategy.reduce(torch.tensor(float(self._computed), device=device), reduce_op="sum"))
         trainer.strategy.barrier("cflight-writer")
-        methods = list(getattr(pl_module, "method_names", []))
-        fid = None
-        if self.fid_features is not None:  # collective: every process takes part
-            fid = self.frechet_distances(trainer.global_rank, trainer.world_size, pl_module.device, methods)
+        plan = make_plan(self.job.infos())
+        reduced = self.reduce(plan, pl_module, trainer.global_rank, trainer.world_size, device)
         if trainer.is_global_zero:
-            self.assemble(trainer, getattr(pl_module, "class_names", None), seconds, computed,
-                          getattr(pl_module, "descriptor_names", None),
-                          getattr(pl_module, "standardize_descriptors", False), methods=methods, fid=fid)
+            self.job.create(self.config_text, is_global_zero=True, fingerprint=self._fingerprint)
+            self.assemble(plan, reduced, pl_module, seconds, computed, trainer)
         trainer.strategy.barrier("cflight-writer-done")
 
-    def frechet_distances(self, rank: int, world_size: int, device: torch.device | str,
-                          methods: Sequence[str] = ()) -> dict[str | None, float | None]:
-        """FID of each method's counterfactuals against the explained originals, over all finished shards.
+    # ------------------------------------------------------------------------------------------- reduce
+    def reduce(self, plan: ShardPlan, pl_module: LightningModule, rank: int, world_size: int,
+               device: torch.device) -> dict[str, Any]:
+        """Every process reduces its share of the rows into metrics; each returns the same values.
 
-        Keys: ``None`` for the primary (or only) method, then the names of ``methods[1:]``; a value is ``None``
-        when a side has fewer than 2 images. Under DDP every process must call this (the metric's
-        ``compute`` sums the feature moments across processes).
+        Collective: under DDP every process must call this, with the same ``plan``.
         """
-        keys = {None: "x_cf", **{name: R.method_key(name, "x_cf") for name in methods[1:]}}
-        part = R.load_rank_records(self.shard_dir, rank, world_size, [IMAGE, *keys.values()])
-        extractor = self.fid_features.to(device)
-        shared = _GivenFeatures(extractor.num_features)
-        fids = {m: FrechetDistance(shared, penultimate=False).to(device) for m in keys}
-        for start in range(0, len(part.get(IMAGE, [])), FID_BATCH):
-            real = extractor(part[IMAGE][start:start + FID_BATCH].to(device))
-            for m, key in keys.items():
-                fids[m].update(real, real=True)
-                fids[m].update(extractor(part[key][start:start + FID_BATCH].to(device)), real=False)
-        return {m: _compute_fid(metric) for m, metric in fids.items()}
+        methods = list(getattr(pl_module, "method_names", []))
+        names = list(getattr(pl_module, "descriptor_names", []) or [])
+        summary = CounterfactualSummary(max(len(methods), 1)).to(device)
+        moments = DescriptorMoments(len(names)).to(device) if names else None
+        fid_keys = {None: "x_cf", **{name: R.method_key(name, "x_cf") for name in methods[1:]}}
+        extractor = self.fid_features.to(device) if self.fid_features is not None else None
+        fids = ({m: FrechetDistance(_GivenFeatures(extractor.num_features), penultimate=False).to(device)
+                 for m in fid_keys} if extractor is not None else {})
+        keys = ["target_class", *[R.method_key(n, k) if i else k for i, n in enumerate(methods or [None])
+                                  for k in ("valid", "success", "steps", "l1", "l2")]]
+        keys += ["descriptors_before"] if names else []
+        keys += [IMAGE, *fid_keys.values()] if fids else []
+        for records in iter_share(plan, keys, rank, world_size):
+            summary.update(R.method_columns(records, methods), records["target_class"])
+            if moments is not None:
+                moments.update(records["descriptors_before"])
+            for start in range(0, len(records["target_class"]) if fids else 0, FID_BATCH):
+                real = extractor(records[IMAGE][start:start + FID_BATCH].to(device))
+                for m, key in fid_keys.items():
+                    fids[m].update(real, real=True)
+                    fids[m].update(extractor(records[key][start:start + FID_BATCH].to(device)), real=False)
+        out: dict[str, Any] = {"summary": _quiet_compute(summary), "fid": {m: _compute_fid(f) for m, f in fids.items()}}
+        if moments is not None:
+            stats = _quiet_compute(moments)
+            standardize = getattr(pl_module, "standardize_descriptors", False) and int(stats["n"]) > 1
+            out["std"] = stats["std"].cpu() if standardize else None
+            out["attribution"] = self._attribution(plan, names, out["std"], int(out["summary"]["max_target"]),
+                                                   rank, world_size, device)
+        return out
 
-    def assemble(self, trainer: Trainer | None, class_names: list[str] | None, seconds: float, computed: int,
-                 names: list[str] | None = None, standardize: bool = False, methods: Sequence[str] = (),
-                 fid: dict[str | None, float | None] | None = None) -> dict[str, Any]:
-        """Write the job's outputs from all finished shards; returns the metrics.
+    @staticmethod
+    def _attribution(plan: ShardPlan, names: Sequence[str], std: Tensor | None, max_target: int, rank: int,
+                     world_size: int, device: torch.device) -> dict[str, Tensor] | None:
+        """The global attribution (spec §1.6.4) reduced across processes (collective)."""
+        width = kept_rows(plan, 0, ["logits"])["logits"].shape[1] if plan.n_rows else 1
+        metric = GlobalAttribution(len(names), max(width, 2, max_target + 1)).to(device)
+        for records in iter_share(plan, ["descriptor_delta", "direction", "logits", "target_class"], rank, world_size):
+            metric.update(R.descriptor_scores(records, std).to(device), records["direction"].to(device),
+                          R.source_class(records["logits"]).to(device), records["target_class"].long().to(device))
+        result = _quiet_compute(metric)
+        return {k: v.cpu() for k, v in result.items()} if plan.n_rows else None
 
-        ``methods``: compared method names, primary first (``ExplainModule.method_names``); ``fid``: the
-        output of :meth:`frechet_distances`.
-        """
-        records = R.load_records(self.shard_dir)
-        rows = R.results_rows(records, class_names, methods)
-        metrics = R.summary_metrics(records, seconds, computed, methods)
-        if fid is not None and metrics["n"]:
-            self._add_fid(metrics, fid, methods)
-        summary, chart = None, None
-        if names and "descriptor_delta" in records:
-            scores = R.descriptor_scores(records, standardize)
-            R.add_top_changes(rows, scores, names)
-            summary = R.global_attribution(records, scores, names, class_names)
-            summary["standardized"] = standardize
-            R.write_json(summary, os.path.join(self.output_dir, "global_attribution.json"))
-            chart = attribution_bar_chart(summary, os.path.join(self.output_dir, "global_attribution.png"),
-                                          title="Global attribution" + (" (change / std)" if standardize else ""))
-        R.write_csv(rows, os.path.join(self.output_dir, "results.csv"))
-        R.write_json(metrics, os.path.join(self.output_dir, "metrics.json"))
-        gallery, columns = R.gallery_rows(records, rows, self.gallery_size, methods)
-        array = render_png(gallery, columns, os.path.join(self.output_dir, "gallery.png")) if gallery else None
-        render_html(gallery, columns, os.path.join(self.output_dir, "gallery.html"),
+    # ---------------------------------------------------------------------------------------- assemble
+    def assemble(self, plan: ShardPlan, reduced: dict[str, Any], pl_module: LightningModule, seconds: float,
+                 computed: int, trainer: Trainer | None = None) -> dict[str, Any]:
+        """Rank 0: write the job's outputs from the plan and the reduced metrics; returns the metrics."""
+        methods = list(getattr(pl_module, "method_names", []))
+        class_names = getattr(pl_module, "class_names", None)
+        names = list(getattr(pl_module, "descriptor_names", []) or [])
+        out_dir = self.output_dir
+        gallery_index = set(plan.indices()[: self.gallery_size].tolist())
+        image_keys = ["image", "reconstruction", "x_cf", *[R.method_key(n, "x_cf") for n in methods[1:]]]
+        gallery: dict[int, tuple[dict[str, Any], dict[str, Tensor]]] = {}
+        scalar_keys = self._scalar_keys(plan)
+
+        def load(i: int) -> list[dict[str, Any]]:
+            records = kept_rows(plan, i, scalar_keys)
+            rows = R.results_rows(records, class_names, methods)
+            if names and "descriptor_delta" in records:
+                for row, text in zip(rows, R.top_changes(R.descriptor_scores(records, reduced.get("std")), names)):
+                    row["top_changes"] = text
+            wanted = [j for j, r in enumerate(rows) if r["index"] in gallery_index]
+            if wanted:
+                images = kept_rows(plan, i, image_keys, torch.tensor(wanted))
+                for n, j in enumerate(wanted):
+                    gallery[rows[j]["index"]] = (rows[j], {k: v[n] for k, v in images.items()})
+            return rows
+
+        csv = R.CsvRows(os.path.join(out_dir, "results.csv"))
+        steps: list[list[int]] = [[] for _ in (methods or [None])]
+        table: list[dict[str, Any]] = []
+        for row in rows_in_index_order(plan, load):
+            csv.write(row)
+            for m, name in enumerate(methods or [None]):
+                steps[m].append(row[R.method_key(name, "steps") if m else "steps"])
+            if len(table) < WANDB_TABLE_ROWS:
+                table.append(row)
+        csv.close()
+        medians = [float(statistics.median(s)) if s else 0.0 for s in steps]
+        summary = reduced["summary"] if plan.n_rows else None
+        metrics = R.summary_metrics(summary, medians, seconds, computed, methods)
+        metrics.update(fingerprint=self._fingerprint, unreadable=int(len(plan.unreadable)))
+        if self.fid_features is not None and metrics["n"]:
+            self._add_fid(metrics, reduced["fid"], methods)
+        summary_json, chart = None, None
+        if reduced.get("attribution") is not None:
+            summary_json = summarise(reduced["attribution"], names, class_names)
+            summary_json["standardized"] = reduced.get("std") is not None
+            R.write_json(summary_json, os.path.join(out_dir, "global_attribution.json"))
+            title = "Global attribution" + (" (change / std)" if summary_json["standardized"] else "")
+            chart = attribution_bar_chart(summary_json, os.path.join(out_dir, "global_attribution.png"), title=title)
+        if len(plan.unreadable):
+            csv_unread = R.CsvRows(os.path.join(out_dir, "unreadable.csv"))
+            for idx in plan.unreadable.tolist():
+                csv_unread.write({"index": idx})
+            csv_unread.close()
+        R.write_json(metrics, os.path.join(out_dir, "metrics.json"))
+        order = sorted(gallery)
+        records = {k: torch.stack([gallery[i][1][k] for i in order]) for k in (gallery[order[0]][1] if order else {})}
+        g_rows, columns = R.gallery_rows(records, [gallery[i][0] for i in order], self.gallery_size, methods)
+        array = render_png(g_rows, columns, os.path.join(out_dir, "gallery.png")) if g_rows else None
+        render_html(g_rows, columns, os.path.join(out_dir, "gallery.html"),
                     notes=[f"{k}: {v}" for k, v in _flatten(metrics).items()])
         if trainer is not None:
-            self._log(trainer, metrics, rows, array, chart)
-        out = os.path.abspath(self.output_dir)
-        extra = ", global_attribution.json|png" if summary else ""
+            self._log(trainer, metrics, table, array, chart)
+        extra = ", global_attribution.json|png" if summary_json else ""
+        extra += f", unreadable.csv ({len(plan.unreadable)} images skipped)" if len(plan.unreadable) else ""
         fid = f", FID {metrics['fid']:.3g} vs the originals" if metrics.get("fid") is not None else ""
         print(f"cflight: explained {metrics['n']} images (validity {metrics.get('validity')}{fid}); "
-              f"outputs in {out}/ "
-              f"(results.csv, metrics.json, gallery.png, gallery.html{extra})")
+              f"outputs in {os.path.abspath(out_dir)}/ (results.csv, metrics.json, gallery.png, gallery.html{extra})")
         return metrics
+
+    @staticmethod
+    def _scalar_keys(plan: ShardPlan) -> list[str]:
+        """Keys of the per-row values results.csv is made of (not images, latents or other arrays)."""
+        first = next((i for i, k in enumerate(plan.keep) if len(k)), None)
+        if first is None:
+            return []
+        return [k for k, shape in row_shapes(plan.paths[first]).items() if len(shape) <= 2]
 
     def _add_fid(self, metrics: dict[str, Any], fid: dict[str | None, float | None], methods: Sequence[str]) -> None:
         metrics.update(fid=fid[None], fid_n=metrics["n"], fid_feature_net=self.fid_source, fid_note=FID_NOTE)
         for k, name in enumerate(methods):
             metrics["methods"][name]["fid"] = fid[None if k == 0 else name]
+
+    def _save_pngs(self, rows: dict[str, Tensor]) -> None:
+        from PIL import Image
+
+        folder = os.path.join(self.output_dir, "images")
+        os.makedirs(folder, exist_ok=True)
+        for key, value in rows.items():
+            if key.rsplit("/", 1)[-1] not in IMAGE_KEYS or value.ndim != 4:
+                continue
+            label = {"image": "original", "x_cf": "counterfactual"}.get(key, key.replace("/", "_"))
+            for idx, img in zip(rows["index"].tolist(), value):
+                Image.fromarray(to_uint8(img)).save(os.path.join(folder, f"{idx:09d}_{label}.png"))
 
     @staticmethod
     def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], gallery: Any, chart: Any) -> None:
@@ -209,13 +339,18 @@ class _GivenFeatures(nn.Identity):
         self.num_features = num_features
 
 
-def _compute_fid(metric: FrechetDistance) -> float | None:
-    with warnings.catch_warnings():  # a process whose share of the shards was empty never called update
+def _quiet_compute(metric: Any) -> Any:
+    """``metric.compute()`` (synchronised across processes) without the warning of a process that had no rows."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*before the ``update`` method")
-        try:
-            return max(float(metric.compute()), 0.0)  # ≥ 0 exactly; identical sets give round-off of ±1e-8
-        except ValueError:  # < 2 images on a side; the reduced counts agree on every process
-            return None
+        return metric.compute()
+
+
+def _compute_fid(metric: FrechetDistance) -> float | None:
+    try:
+        return max(float(_quiet_compute(metric)), 0.0)  # ≥ 0 exactly; identical sets give round-off of ±1e-8
+    except ValueError:  # < 2 images on a side; the reduced counts agree on every process
+        return None
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

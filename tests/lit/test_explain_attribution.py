@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cflight.lit import CounterfactualWriter, ExplainModule
+from cflight.lit.shards import read_rows
 from cflight.methods import LatentAttack
 from cflight.models.descriptors import LatentDescriptorHeads
 from tests.helpers import LinearClassifier, LinearDecoder, TinyDicts
@@ -27,7 +28,7 @@ def _run(tmp_path, **kw):
     gen = LinearDecoder()
     module = ExplainModule(LatentAttack(gen, lr=0.05, max_steps=200), LinearClassifier(num_classes=3), **kw)
     trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[CounterfactualWriter(str(tmp_path / "job"))])
+                      enable_model_summary=False, callbacks=[CounterfactualWriter(str(tmp_path / "job"), image_format="float32")])
     trainer.predict(module, DataLoader(TinyDicts(8), batch_size=3), return_predictions=False)
     return tmp_path / "job", gen
 
@@ -43,7 +44,7 @@ def test_image_space_attribution_outputs(tmp_path, standardize):
     assert all(r["top_changes"].count(";") == 1 for r in rows)
     # each row's change is its own counterfactual minus its own starting point
     shards = sorted((job / "shards").glob("*.pt"))
-    rec = torch.load(shards[0])
+    rec = read_rows(str(shards[0]))
     expected = PixelMeans()(rec["x_cf"]) - PixelMeans()(rec["reconstruction"])  # latent method: from its reconstruction
     torch.testing.assert_close(rec["descriptor_delta"], expected)
 
@@ -51,7 +52,7 @@ def test_image_space_attribution_outputs(tmp_path, standardize):
 def test_latent_space_attribution_uses_latents(tmp_path):
     heads = LatentDescriptorHeads(4, ["a", "b", "c"])
     job, _ = _run(tmp_path, descriptors=heads, descriptor_space="latent")
-    rec = torch.load(sorted((job / "shards").glob("*.pt"))[0])
+    rec = read_rows(str(sorted((job / "shards").glob("*.pt"))[0]))
     torch.testing.assert_close(rec["descriptor_delta"], heads(rec["latent"]) - heads(rec["latent0"]))
     assert json.load(open(job / "global_attribution.json"))["overall"]
 

@@ -7,7 +7,8 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
 from cflight.lit import CounterfactualWriter, ExplainModule
-from cflight.lit import results as R
+from cflight.lit.assembly import iter_share, make_plan
+from cflight.lit.shards import read_info, shard_name, shard_paths, write_shard
 from cflight.metrics import frechet_distance
 from cflight.models.registry import export_net
 from tests.helpers import LinearClassifier, TinyDicts
@@ -46,15 +47,21 @@ def test_fid_equals_the_direct_computation_whatever_the_batching(tmp_path):
     # LinearClassifier's last (only) nn.Linear reads the flattened image: its penultimate features are the pixels.
     x = TinyDicts(10).x.flatten(1)
     expected = float(frechet_distance(*_moments(x), *_moments(0.5 * x)))
-    a = _run(tmp_path / "a", factor=0.5, batch_size=4, fid_feature_net=LinearClassifier(num_classes=3))
-    b = _run(tmp_path / "b", factor=0.5, batch_size=3, fid_feature_net=LinearClassifier(num_classes=3))
+    a = _run(tmp_path / "a", factor=0.5, batch_size=4, fid_feature_net=LinearClassifier(num_classes=3),
+             image_format="float32")
+    b = _run(tmp_path / "b", factor=0.5, batch_size=3, fid_feature_net=LinearClassifier(num_classes=3),
+             image_format="float32")
     assert a["fid"] > 0.1
     assert a["fid"] == pytest.approx(expected, rel=1e-4) and b["fid"] == pytest.approx(expected, rel=1e-4)
+    # the default uint8 shards: FID of the images as stored, within the quantisation of 1/255
+    c = _run(tmp_path / "c", factor=0.5, batch_size=4, fid_feature_net=LinearClassifier(num_classes=3))
+    q = lambda t: (t * 255).round() / 255  # noqa: E731
+    assert c["fid"] == pytest.approx(float(frechet_distance(*_moments(q(x)), *_moments(q(0.5 * x)))), rel=1e-4)
 
 
 def test_fid_covers_shards_of_an_earlier_run(tmp_path):
     out = tmp_path / "job"
-    writer = CounterfactualWriter(str(out), fid_feature_net=LinearClassifier(num_classes=3))
+    writer = CounterfactualWriter(str(out), fid_feature_net=LinearClassifier(num_classes=3), image_format="float32")
     module = ExplainModule(ScaleMethod(0.5), LinearClassifier(num_classes=3))
     loader = DataLoader(TinyDicts(10), batch_size=3)
     for limit in (2, None):  # interrupted after 2 batches, then resumed
@@ -75,12 +82,14 @@ def test_fid_with_one_image_is_null(tmp_path):
 def test_rank_shares_partition_the_records(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
-    for idx in ([0, 1, 2], [3, 4], [2, 5], [6]):  # index 2 twice: counted once, where load_records keeps it
+    for idx in ([0, 1, 2], [3, 4], [2, 5], [6]):  # index 2 twice: counted once, in the first shard by name
         index = torch.tensor(idx)
-        torch.save({"index": index, "image": index.float()}, shards / f"shard-{idx[0]:09d}-{idx[-1]:09d}-x.pt")
+        write_shard(str(shards / shard_name(index)), {"index": index, "v": index.float()}, "fp")
+    plan = make_plan([read_info(p) for p in shard_paths(str(shards))])
+    assert plan.indices().tolist() == list(range(7))
     for world in (1, 2, 3, 5):
-        parts = [R.load_rank_records(str(shards), r, world, ["index", "image"]) for r in range(world)]
-        got = sorted(i for p in parts if p for i in p["index"].tolist())
+        got = sorted(i for r in range(world) for rec in iter_share(plan, ["index"], r, world)
+                     for i in rec["index"].tolist())
         assert got == list(range(7)), world
 
 
