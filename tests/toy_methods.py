@@ -28,3 +28,18 @@ class ScaleMethod(CounterfactualMethod):
         steps = torch.full((x.shape[0],), int(100 * (1 - self.factor)), dtype=torch.long)
         return CounterfactualOutput(x_cf, pred, pred_cf, success, steps,
                                     extras={"factor": torch.full_like(p, self.factor)})
+
+
+class SlowScaleMethod(ScaleMethod):
+    """:class:`ScaleMethod` that sleeps ``delay`` seconds per chunk: a job slow enough to interrupt."""
+
+    def __init__(self, factor: float = 1.0, delay: float = 0.5, max_batch_size: int | None = None) -> None:
+        super().__init__(factor, max_batch_size)
+        self.delay = delay
+
+    def run(self, x: Tensor, target: ClassTarget, model: nn.Module, index: Tensor,
+            pred: Tensor) -> CounterfactualOutput:
+        import time
+
+        time.sleep(self.delay)
+        return super().run(x, target, model, index, pred)
