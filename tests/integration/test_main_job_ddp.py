@@ -1,0 +1,63 @@
+"""The README's main job on 2 processes (the issue's command: ddp_spawn on CPU) and under torchrun, against
+one process: same images once each, same rows, same metrics and global attributions. Runs the shipped
+config itself (only sizes and output paths overridden) in subprocesses, as a user would."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = "configs/explain/latent_attack_mnist.yaml"
+N = 32
+
+pytestmark = pytest.mark.slow
+
+
+def _predict(out, launcher: list[str], *extra: str) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    cmd = [*launcher, "predict", "-c", CONFIG, f"--data.init_args.predict_limit={N}", "--data.init_args.batch_size=16",
+           f"--trainer.callbacks.init_args.output_dir={out}", f"--trainer.logger.init_args.save_dir={out}-wandb",
+           "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _outputs(out):
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    return rows, json.load(open(out / "metrics.json")), json.load(open(out / "global_attribution.json"))
+
+
+def _same(one, two):
+    rows1, m1, g1 = one
+    rows2, m2, g2 = two
+    assert [int(r["index"]) for r in rows2] == list(range(N)), "every image exactly once"
+    for a, b in zip(rows1, rows2):
+        for key in ("prediction", "target", "cf_prediction", "valid", "steps", "top_changes"):
+            assert a[key] == b[key], (key, a, b)
+        assert float(a["l1"]) == pytest.approx(float(b["l1"]), rel=1e-4)
+    for key in ("n", "validity", "success_rate", "median_steps", "fingerprint"):
+        assert m1[key] == m2[key], key
+    assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-6)
+    assert g2["n"] == g1["n"] == N
+    assert [d["descriptor"] for d in g2["overall"]] == [d["descriptor"] for d in g1["overall"]]
+    for d1, d2 in zip(g1["overall"], g2["overall"]):
+        assert d2["score"] == pytest.approx(d1["score"], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.timeout(900)
+def test_main_job_on_two_processes_equals_one(tmp_path):
+    cflight = [sys.executable, "-m", "cflight.cli"]
+    _predict(tmp_path / "one", cflight, "--trainer.devices=1")
+    one = _outputs(tmp_path / "one")
+    # the command of the issue (rank-0-only assembly once called a synchronising metric and hung/crashed)
+    _predict(tmp_path / "spawn", cflight, "--trainer.devices=2", "--trainer.strategy=ddp_spawn")
+    _same(one, _outputs(tmp_path / "spawn"))
+    # torchrun, the multi-node launcher (SLURM's srun sets the same environment): one process per device
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "cflight.cli"]
+    _predict(tmp_path / "torchrun", torchrun, "--trainer.devices=2", "--trainer.strategy=ddp")
+    _same(one, _outputs(tmp_path / "torchrun"))
