@@ -59,5 +59,6 @@ def test_main_job_on_two_processes_equals_one(tmp_path):
     _same(one, _outputs(tmp_path / "spawn"))
     # torchrun, the multi-node launcher (SLURM's srun sets the same environment): one process per device
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "cflight.cli"]
-    _predict(tmp_path / "torchrun", torchrun, "--trainer.devices=2", "--trainer.strategy=ddp")
+    _predict(tmp_path / "torchrun", torchrun, "-c", "configs/trainer/ddp.yaml", "--trainer.accelerator=cpu",
+             "--trainer.devices=2", "--trainer.enable_progress_bar=false")
     _same(one, _outputs(tmp_path / "torchrun"))
