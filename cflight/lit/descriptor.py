@@ -112,11 +112,15 @@ class DescriptorModule(LightningModule):
 
     def _eval_end(self, stage: str) -> None:
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), prog_bar=True)
+        # Every process takes part in the reduce, also one that had no batch (else the others would wait for it
+        # forever), and on the module's device (NCCL rejects CPU tensors).
         sums = self._sums.pop(stage, None)
         if sums is None:
-            return
+            sums = torch.zeros(5, len(self.names), dtype=torch.float64, device=self.device)
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         correct, sse, s, ss, n = sums
+        if not bool((n > 0).all()):
+            return
         acc = correct / n
         var = ss / n - (s / n) ** 2
         r2 = 1 - (sse / n) / var.clamp_min(1e-12)

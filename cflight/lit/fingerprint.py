@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 _SCALARS = (bool, int, float, str, type(None))
-# Module mode, resume state, a subset's (extendable) indices, chunk size (results do not depend on it).
-_SKIP = {"training", "skip_indices", "indices", "max_batch_size"}
+# Module mode, resume state, a subset's (extendable) indices, and what changes speed but not results: chunk
+# size and the GPU options other than precision (a job started without torch.compile may resume with it).
+_SKIP = {"training", "skip_indices", "indices", "max_batch_size", "channels_last", "compile", "compile_backend",
+         "checkpoint_chain"}
 _MAX_LIST = 64
 
 
@@ -60,8 +62,8 @@ def settings(obj: Any, prefix: str = "", seen: set[int] | None = None) -> dict[s
         attrs.update(obj.named_children())
     for name in sorted(attrs):
         value = attrs[name]
-        if name.startswith("_") or name in _SKIP or callable(value) and not isinstance(value, nn.Module):
-            continue
+        if name.startswith("_") or name in _SKIP or inspect.isroutine(value) or inspect.isclass(value):
+            continue  # (objects with __call__, e.g. target policies, are settings)
         key = f"{prefix}{name}"
         if isinstance(value, _SCALARS):
             out[key] = value
@@ -75,7 +77,9 @@ def settings(obj: Any, prefix: str = "", seen: set[int] | None = None) -> dict[s
                                                                                         "builtins"):
             out.update(settings(value, f"{key}.", seen))
         elif isinstance(value, nn.Module):
-            out.update(settings(value, f"{key}.", seen))
+            # torch's own layers: their configuration is in the state dict's names and shapes already
+            builtin = type(value).__module__.startswith("torch.")
+            out.update({f"{key}.__class__": type(value).__qualname__} if builtin else settings(value, f"{key}.", seen))
     return out
 
 

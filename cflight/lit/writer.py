@@ -250,11 +250,12 @@ class CounterfactualWriter(BasePredictionWriter):
         csv = R.CsvRows(os.path.join(out_dir, "results.csv"))
         steps: list[list[int]] = [[] for _ in (methods or [None])]
         table: list[dict[str, Any]] = []
+        table_rows = WANDB_TABLE_ROWS if trainer is not None and trainer.loggers else 0
         for row in rows_in_index_order(plan, load):
             csv.write(row)
             for m, name in enumerate(methods or [None]):
                 steps[m].append(row[R.method_key(name, "steps") if m else "steps"])
-            if len(table) < WANDB_TABLE_ROWS:
+            if len(table) < table_rows:
                 table.append(row)
         csv.close()
         medians = [float(statistics.median(s)) if s else 0.0 for s in steps]

@@ -101,3 +101,18 @@ def test_fingerprint_sees_hyper_parameters_not_counters():
     a.calls = 5
     assert settings(a) == a_before and fingerprint(settings(a)) != fingerprint(settings(b))
     assert differences({"s": settings(a)}, {"s": settings(b)}) == ["s.lr: 0.1 → 0.2"]
+
+
+def test_fingerprint_covers_the_target_policy_and_skips_speed_options():
+    from cflight.lit import ExplainModule
+    from cflight.methods import LatentAttack
+    from cflight.targets import SecondMostLikely
+    from tests.helpers import LinearClassifier, LinearDecoder
+
+    def job(threshold=0.5, max_batch_size=None):
+        return settings(ExplainModule(LatentAttack(LinearDecoder(), max_batch_size=max_batch_size),
+                                      LinearClassifier(), target_policy=SecondMostLikely(threshold)))
+
+    assert job()["target_policy.threshold"] == 0.5
+    assert fingerprint(job()) != fingerprint(job(threshold=0.7))
+    assert fingerprint(job()) == fingerprint(job(max_batch_size=2))  # chunking does not change results
