@@ -107,13 +107,13 @@ def evaluate_robust(path: str, config: dict) -> dict[str, float]:
     module.net.load_state_dict(load_net(path, expected_kind="classifier").state_dict())
     module.eval()
     correct = robust = n_robust = total = 0
-    for i, batch in enumerate(test_loader()):
+    for batch in test_loader():
         x, y = batch["image"], batch["label"]
         with torch.no_grad():
             correct += int((module.net(x).argmax(1) == y).sum())
         total += x.shape[0]
         if n_robust < 1000:
-            x_adv = module.attack(x, y, 20, None, seed=i)
+            x_adv = module.attack(x, y, 20, None, index=batch["index"])
             with torch.no_grad():
                 robust += int((module.net(x_adv).argmax(1) == y).sum())
             n_robust += x.shape[0]

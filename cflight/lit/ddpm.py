@@ -13,6 +13,9 @@ from cflight.lit._images import log_grid
 from cflight.lit._nets import resolve_net, stored_kwargs, warm_start
 from cflight.lit.gan import ema_update
 from cflight.models.generative.diffusion import GaussianDiffusion, from_diffusion, to_diffusion
+from cflight.rng import Stream, per_sample_normal, per_sample_randint
+
+EVAL_SEED = 0  # key of the evaluation draws: the same t and noise for a sample in every epoch
 
 
 class DDPMModule(LightningModule):
@@ -22,8 +25,9 @@ class DDPMModule(LightningModule):
     predicts a variance (``learn_sigma``, 2C output channels) the hybrid ``L_simple + λ·L_vlb`` with the
     mean stop-gradient in the VLB term (λ = 0.001). ``self.net`` holds the **EMA** weights: checkpoints
     export them and :func:`~cflight.models.registry.load_net` (kind ``"denoiser"``) rebuilds them; the
-    optimised copy is ``self.online``. Validation evaluates the EMA network at seeded timesteps/noise
-    (``val/loss``, ``val/mse``, ``val/vb``) and logs a grid of samples from fixed noise
+    optimised copy is ``self.online``. Validation evaluates the EMA network at timesteps/noise drawn from
+    each sample's dataset index (``val/loss``, ``val/mse``, ``val/vb``: the same for any batch size or
+    number of processes) and logs a grid of samples from fixed noise
     (``sample_respacing`` steps of ``sample_method``) to loggers that take images.
 
     Improved-DDPM's defaults: T = 1000, Adam lr 1e-4, EMA 0.9999, batch 128; schedule ``linear`` as ADM
@@ -75,11 +79,19 @@ class DDPMModule(LightningModule):
         """The EMA denoiser's output at diffusion-space ``x`` and original timesteps ``t``."""
         return self.net(x, t)
 
-    def _losses(self, net: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def _losses(self, net: nn.Module, x: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
+        """Batch means of the loss terms; ``index`` ``[B]`` (dataset indices) draws each sample's ``t`` and
+        ε from ``(EVAL_SEED, index)`` — independent of batch size and process count — else from the
+        global RNG (training)."""
         x0 = to_diffusion(x)
-        n = x0.shape[0]
-        t = torch.randint(0, self.diffusion.num_steps, (n,), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        n, steps = x0.shape[0], self.diffusion.num_steps
+        if index is None:
+            t = torch.randint(0, steps, (n,), device=x0.device)
+            noise = torch.randn_like(x0)
+        else:
+            t = per_sample_randint(steps, (), EVAL_SEED, index, stream=Stream.EVAL_TIMESTEP, device=x0.device)
+            noise = per_sample_normal(tuple(x0.shape[1:]), EVAL_SEED, index, stream=Stream.EVAL_NOISE,
+                                      device=x0.device, dtype=x0.dtype)
         terms = self.diffusion.training_losses(net, x0, t, noise, self.hparams.lambda_vlb)
         return {k: v.mean() for k, v in terms.items()}
 
@@ -93,8 +105,7 @@ class DDPMModule(LightningModule):
         ema_update(self.net, self.online, self.hparams.ema_decay)
 
     def _eval_step(self, batch: dict[str, Tensor], batch_idx: int, stage: str) -> None:
-        gen = torch.Generator().manual_seed(batch_idx)  # the same t and noise every epoch
-        terms = self._losses(self.net, batch["image"], gen)
+        terms = self._losses(self.net, batch["image"], batch["index"])
         n = batch["image"].shape[0]
         for name, value in terms.items():
             metric = getattr(self, f"{stage}_{name}")

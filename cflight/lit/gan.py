@@ -11,6 +11,7 @@ from torch import Tensor
 
 from cflight.lit._images import log_grid
 from cflight.models.generative.gan import DCGANDiscriminator, GANLatentModel
+from cflight.rng import Stream, per_sample_normal
 
 
 def r1_penalty(d_real: Tensor, x_real: Tensor) -> Tensor:
@@ -138,8 +139,8 @@ class GANModule(LightningModule):
     def on_validation_epoch_end(self) -> None:
         k = self.hparams.num_logged_images
         if k:
-            gen = torch.Generator().manual_seed(0)
-            z = torch.randn(k, self.net.latent_dim, generator=gen).to(self.device)
+            grid = torch.arange(k, device=self.device)  # fixed z, drawn on the device
+            z = per_sample_normal((self.net.latent_dim,), 0, grid, stream=Stream.FIXED_SAMPLES)
             with torch.no_grad():
                 log_grid(self, "val/samples", self.net.decode(z), nrow=8, caption="EMA generator, fixed z")
 

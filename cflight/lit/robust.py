@@ -10,8 +10,10 @@ from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from cflight.lit.classifier import ClassifierModule
 from cflight.methods import functional as Fn
+from cflight.rng import Stream, per_sample_normal
 
 ATTACK_NORMS = ("l2", "linf")
+EVAL_SEED = 0  # key of the evaluation attacks' random starts: the same start for a sample every epoch
 
 
 class AdversarialTrainingModule(ClassifierModule):
@@ -67,8 +69,13 @@ class AdversarialTrainingModule(ClassifierModule):
             return F.binary_cross_entropy_with_logits(logits[:, 0], label.to(logits.dtype), reduction="none")
         return F.cross_entropy(logits, label.long(), reduction="none")
 
-    def attack(self, x: Tensor, label: Tensor, steps: int, step_size: float | None, seed: int | None = None) -> Tensor:
-        """PGD adversarial examples of ``x`` for the true ``label`` (network in eval mode, restored after)."""
+    def attack(self, x: Tensor, label: Tensor, steps: int, step_size: float | None,
+               index: Tensor | None = None) -> Tensor:
+        """PGD adversarial examples of ``x`` for the true ``label`` (network in eval mode, restored after).
+
+        ``index`` ``[B]`` (dataset indices) draws each sample's random start from ``(EVAL_SEED, index)``, so
+        evaluation does not depend on batch size or process count; ``None`` uses the global RNG (training).
+        """
         hp = self.hparams
         was_training = self.net.training
         self.net.eval()
@@ -78,8 +85,11 @@ class AdversarialTrainingModule(ClassifierModule):
                 label = label.clone()
                 x_init = None
                 if hp.random_start:
-                    gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
-                    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                    if index is None:
+                        noise = torch.randn_like(x)
+                    else:
+                        noise = per_sample_normal(tuple(x.shape[1:]), EVAL_SEED, index,
+                                                  stream=Stream.EVAL_ATTACK, device=x.device, dtype=x.dtype)
                     x_init = Fn.random_start(x, noise, hp.attack_eps, hp.attack_norm)
 
                 def loss_grad(z: Tensor) -> tuple[Tensor, Tensor, None]:
@@ -110,8 +120,8 @@ class AdversarialTrainingModule(ClassifierModule):
         self._step(batch, stage)
         hp = self.hparams
         steps = hp.eval_steps or hp.attack_steps
-        # evaluation attacks are seeded per batch so val/robust_acc is reproducible across epochs
-        x_adv = self.attack(batch["image"], batch["label"], steps, hp.eval_step_size, seed=batch_idx)
+        # evaluation starts are drawn per sample, so val/robust_acc is the same every epoch and batching
+        x_adv = self.attack(batch["image"], batch["label"], steps, hp.eval_step_size, index=batch["index"])
         with torch.no_grad():
             logits = self(x_adv)
         acc = getattr(self, f"{stage}_robust_acc")

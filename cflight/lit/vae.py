@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 
 from cflight.lit._images import log_grid
 from cflight.lit._nets import resolve_net, stored_kwargs
+from cflight.rng import Stream, per_sample_normal
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -131,8 +132,8 @@ class VAEModule(LightningModule):
             return
         k = images.shape[0] // 2
         log_grid(self, "val/reconstructions", images, k, "top: originals, bottom: reconstructions (posterior mean)")
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        z = torch.randn(k, self.net.latent_dim, generator=gen).to(self.device)
+        grid = torch.arange(k, device=self.device)  # fixed prior samples, drawn on the device
+        z = per_sample_normal((self.net.latent_dim,), 0, grid, stream=Stream.FIXED_SAMPLES)
         with torch.no_grad():
             log_grid(self, "val/samples", self.net.decode(z), k, "decoded z ~ N(0, I)")
 

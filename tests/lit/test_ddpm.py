@@ -70,6 +70,22 @@ def test_training_ema_checkpoint_and_dvce(tmp_path, learn_sigma):
     assert out.x_cf.shape == (2, 1, 8, 8) and out.steps.tolist() == [3, 3]
 
 
+def test_validation_losses_do_not_depend_on_the_batch_size(tmp_path):
+    # t and ε of each sample come from its dataset index: batches of 2 and 3 give the same epoch means
+    module = DDPMModule(net_kwargs={**NET_KWARGS, "learn_sigma": True}, num_timesteps=100, num_logged_images=0)
+    data = Squares(6, size=8, side=3, low=0, high=5)
+    results = []
+    for batch_size in (2, 3):
+        trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          default_root_dir=str(tmp_path))
+        results.append(trainer.validate(module, DataLoader(data, batch_size=batch_size), verbose=False)[0])
+    for key in ("val/loss", "val/mse", "val/vb"):
+        assert results[0][key] == pytest.approx(results[1][key], rel=1e-5, abs=1e-7), key
+    x, index = torch.stack([data[i]["image"] for i in range(6)]), torch.arange(6)
+    with torch.no_grad():
+        assert module._losses(module.net, x, index + 1)["mse"] != module._losses(module.net, x, index)["mse"]
+
+
 def test_sample_is_seeded_and_in_range():
     module = DDPMModule(net_kwargs=NET_KWARGS, num_timesteps=100, sample_respacing="5")
     a, b = module.sample(3, (1, 8, 8), seed=1), module.sample(3, (1, 8, 8), seed=1)

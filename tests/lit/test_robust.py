@@ -5,6 +5,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
 
 from cflight.lit import AdversarialTrainingModule
 from cflight.methods import functional as Fn
@@ -27,7 +28,7 @@ def test_attack_stays_in_ball_and_raises_the_loss(norm, eps):
     batch = next(iter(_loader()))
     x, y = batch["image"], batch["label"]
     with torch.no_grad():
-        x_adv = module.attack(x, y, steps=5, step_size=None, seed=0)
+        x_adv = module.attack(x, y, steps=5, step_size=None, index=batch["index"])
     assert module.net.training  # mode restored
     assert (x_adv >= 0).all() and (x_adv <= 1).all()
     p = math.inf if norm == "linf" else 2
@@ -36,6 +37,32 @@ def test_attack_stays_in_ball_and_raises_the_loss(norm, eps):
     with torch.no_grad():
         assert module._attack_loss(module(x_adv), y).mean() > module._attack_loss(module(x), y).mean()
     assert all(p.grad is None for p in module.parameters())  # the attack leaves no weight gradients
+
+
+def test_evaluation_attack_does_not_depend_on_the_batch_size(tmp_path):
+    # random starts come from the dataset index: batches of 2 and 3 attack every sample identically
+    module = AdversarialTrainingModule("mnist_cnn", NET_KWARGS, attack_eps=1.0, attack_steps=2).eval()
+    attack, adversarial = module.attack, []
+
+    def recording_attack(x, label, steps, step_size, index=None):
+        out = attack(x, label, steps, step_size, index=index)
+        adversarial.append(dict(zip(index.tolist(), out)))
+        return out
+
+    module.attack = recording_attack
+    results = []
+    for batch_size in (2, 3):
+        loader = DataLoader(Blobs(6, seed=1), batch_size=batch_size)
+        results.append(_trainer(tmp_path).validate(module, loader, verbose=False)[0])
+    assert results[0]["val/robust_acc"] == results[1]["val/robust_acc"]
+    by_two = {k: v for d in adversarial[:3] for k, v in d.items()}
+    by_three = {k: v for d in adversarial[3:] for k, v in d.items()}
+    assert sorted(by_two) == sorted(by_three) == list(range(6))
+    for i in range(6):
+        torch.testing.assert_close(by_two[i], by_three[i], rtol=0, atol=1e-6)
+    x, y = Blobs(2, seed=1).x, torch.tensor([0, 1])
+    assert not torch.equal(attack(x, y, 0, None, index=torch.tensor([0, 1])),
+                           attack(x, y, 0, None, index=torch.tensor([2, 3])))  # the start is random
 
 
 def test_fit_logs_clean_and_robust_metrics_and_checkpoint_loads(tmp_path):

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cflight.methods.functional import per_sample_normal
+from cflight.models.acceleration import Acceleration, accelerate
 from cflight.models.registry import load_net
+from cflight.rng import Stream, per_sample_normal
 
 
 class FeatureDistance(nn.Module):
@@ -83,6 +84,11 @@ class GANManifold(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         return self.gan.decode(z)
 
+    def apply_acceleration(self, options: Acceleration) -> None:
+        """Apply a method's speed options to the GAN only (:func:`~cflight.models.acceleration.accelerate`):
+        the projection's latents, AdamW, losses and feature network stay fp32."""
+        self.gan = accelerate(self.gan, options)
+
     def loss(self, z: Tensor, x: Tensor, target_feats: list[Tensor] | None) -> Tensor:
         """Per-sample projection loss ``[B]``."""
         x_hat = self.gan.decode(z)
@@ -94,7 +100,7 @@ class GANManifold(nn.Module):
     def encode(self, x: Tensor, index: Tensor | None = None) -> Tensor:
         """Project images ``[B, C, H, W]`` → latents ``[B, D]``; ``index`` seeds the candidates per sample."""
         if index is None:
-            index = torch.arange(x.shape[0])
+            index = torch.arange(x.shape[0], device=x.device)
         with torch.enable_grad():
             self.gan.eval()
             target_feats = None
@@ -109,7 +115,8 @@ class GANManifold(nn.Module):
         b, d = x.shape[0], self.latent_dim
         cands = []
         if self.n_candidates:
-            noise = per_sample_normal((self.n_candidates, d), self.seed, index.cpu(), x.device, x.dtype)
+            noise = per_sample_normal((self.n_candidates, d), self.seed, index, stream=Stream.PROJECTION,
+                                      device=x.device, dtype=x.dtype)
             cands += list(noise.unbind(1))
         if self.use_encoder and getattr(self.gan, "encoder", None) is not None:
             cands.append(self.gan.encode(x))
