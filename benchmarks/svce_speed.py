@@ -28,7 +28,7 @@ import torch
 
 from cflight.methods import SparseAFW
 from cflight.methods import functional as Fn
-from cflight.methods.svce import make_loss_grad
+from cflight.methods.svce import make_loss_grad, restart_noise
 from cflight.models.classifiers import MNISTCNN, TemperatureWrapper
 from cflight.models.registry import load_net
 from cflight.types import ClassTarget
@@ -96,7 +96,7 @@ def main() -> None:
     out = method(x, target, model)  # warm-up, and the quality numbers
     # The method's own iterates (same seed and start): its unavoidable passes are evaluated at these images,
     # and the model's cost is data dependent (max-pool / ReLU branches are cheaper on MNIST's exact zeros).
-    xi = Fn.per_sample_normal(tuple(x.shape[1:]), method.seed, torch.arange(args.n), dev, x.dtype)
+    xi = restart_noise(x, method.seed, torch.arange(args.n, device=x.device), 0)
     with torch.enable_grad():
         iterates = Fn.afw(x, make_loss_grad(model, target), args.eps, 1.5, args.steps, init_dir=xi,
                           record=True).trace["iterates"][1:]

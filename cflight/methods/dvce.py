@@ -5,17 +5,22 @@ Augustin, Boreiko, Croce & Hein, NeurIPS 2022 (arXiv 2210.11841); semantics of t
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
+from cflight.methods.early_stop import FrozenSamples
+from cflight.models.acceleration import Acceleration
 from cflight.models.generative.diffusion import GaussianDiffusion, MeanVariance, from_diffusion, to_diffusion
 from cflight.models.registry import load_net
+from cflight.rng import Stream, per_sample_normal, per_sample_uniform
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
 
-_START, _STEP, _AUG = 0, 1, 2  # random streams: start noise, step noise, augmentations (+ model number)
+_AUG_STREAMS = (Stream.AUGMENT, Stream.AUGMENT_ROBUST)  # augmentation draws of the explained / robust model
 
 
 class DVCE(CounterfactualMethod):
@@ -36,8 +41,13 @@ class DVCE(CounterfactualMethod):
 
     Objectives: :class:`ClassTarget` pushes ``d·log p(y)`` (log-softmax, or log-sigmoid for one logit);
     :class:`RegressionTarget` pushes ``−(f(x) − y*)²``. Success is judged on the explained model's output
-    for the returned image (``ClassTarget`` threshold / regression tolerance). There is no early stopping:
-    the reference always runs the whole chain, and an intermediate x̂0 is a blurred image.
+    for the returned image (``ClassTarget`` threshold / regression tolerance). By default there is no early
+    stopping: the reference always runs the whole chain. ``early_stop=True`` checks after every step
+    whether the explained model's output on that step's x̂0 (mapped to [0, 1] and clamped: the image that
+    would be returned) reaches the target; a sample that does is frozen — that image is returned, ``steps``
+    counts the reverse steps it ran, and later steps skip it. This costs one extra forward (no backward) of
+    the explained model per step on the active samples and saves the denoiser and classifier passes of the
+    frozen ones. An x̂0 from early in the chain is a blurred image: early stopping trades realism for cost.
 
     Defaults are the reference's (``configs/default.yml``, README): 1000-step linear schedule respaced to
     200, ``skip=100`` (start at original t = 497), λ_c = 0.1, λ_d = 0.15, p = 1, α = 30°, ``aug_num`` 1 (the
@@ -51,9 +61,10 @@ class DVCE(CounterfactualMethod):
     cone); a term with λ = 0 costs nothing.
 
     Deviations, documented: (1) the timestep is the respaced index, passed explicitly (the reference
-    recovers it as ⌊t_orig·200/1000⌋); (2) noise and augmentation draws come from ``(seed, dataset index,
-    step)`` per sample instead of a global RNG re-seeded per call, so batch composition does not change
-    results; (3) augmentations are reimplemented with ``affine_grid``/``grid_sample`` (no kornia) and do not
+    recovers it as ⌊t_orig·200/1000⌋); (2) noise and augmentation draws come from ``(seed, stream, dataset
+    index, step)`` per sample (:mod:`cflight.rng`) instead of a global RNG re-seeded per call, so batch
+    composition does not change results; (3) augmentations are reimplemented with
+    ``affine_grid``/``grid_sample`` (no kornia) and do not
     resize to 224 (the classifier sees the image at its own size); (4) the distance term is computed per
     sample and the classifier objective summed over the batch — identical after the per-sample
     renormalisation (spec §2.3 "batch behaviour"); (5) the reference's cone, inside the cone, returns ĝ_n
@@ -73,6 +84,9 @@ class DVCE(CounterfactualMethod):
             analytic subgradient w.r.t. x̂0 used as a gradient w.r.t. ``x_t`` (Sept-2022 default).
         fixed_variance: Σ for a denoiser without a variance output (``"small"`` β̃_t or ``"large"`` β_t).
         two_pass: reproduce the reference's two denoiser forwards per step.
+        early_stop: freeze each sample at the first step whose x̂0 reaches the target (default ``False``).
+        acceleration: speed options for the denoiser (:class:`~cflight.models.acceleration.Acceleration`);
+            the sampler's arithmetic, guidance and models stay fp32.
     """
 
     def __init__(self, denoiser: nn.Module | str, robust_model: nn.Module | str | None = None,
@@ -80,8 +94,9 @@ class DVCE(CounterfactualMethod):
                  skip_timesteps: int = 100, classifier_lambda: float = 0.1, distance_lambda: float = 0.15,
                  distance_p: float = 1.0, cone_angle: float | None = 30.0, aug_num: int = 1,
                  denoise_dist_input: bool = True, fixed_variance: str = "small", two_pass: bool = False,
-                 max_batch_size: int | None = None, seed: int = 1) -> None:
-        super().__init__(max_batch_size=max_batch_size, seed=seed)
+                 early_stop: bool = False, max_batch_size: int | None = None, seed: int = 1,
+                 acceleration: Acceleration | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
         self.diffusion = GaussianDiffusion(num_timesteps, schedule, timestep_respacing, fixed_variance)
         steps = self.diffusion.num_steps
         if not isinstance(skip_timesteps, int) or not 0 <= skip_timesteps <= steps:
@@ -100,12 +115,13 @@ class DVCE(CounterfactualMethod):
             denoiser = load_net(denoiser, expected_kind="denoiser")
         if isinstance(robust_model, str):
             robust_model = load_net(robust_model)
-        self.denoiser = denoiser.requires_grad_(False)
+        self.denoiser = self.accelerate(denoiser.requires_grad_(False))
         self.robust_model = None if robust_model is None else robust_model.requires_grad_(False)
         self.skip_timesteps = skip_timesteps
         self.classifier_lambda, self.distance_lambda = classifier_lambda, distance_lambda
         self.distance_p, self.cone_angle, self.aug_num = distance_p, cone_angle, aug_num
         self.denoise_dist_input, self.two_pass = denoise_dist_input, two_pass
+        self.early_stop = bool(early_stop)
 
     @property
     def num_reverse_steps(self) -> int:
@@ -120,15 +136,17 @@ class DVCE(CounterfactualMethod):
         if self.robust_model is not None:
             check_model_input(x, self.robust_model, name="robust_model")
 
-    def _stream(self, stream: int, step: int) -> int:
-        return Fn.sample_seed(self.seed, stream * 1_000_003 + step)
+    def noise(self, like: Tensor, index: Tensor, stream: Stream, step: int) -> Tensor:
+        """``N(0, I)`` like ``like`` ``[B, C, H, W]`` from ``(seed, stream, index, step)``, on its device."""
+        return per_sample_normal(tuple(like.shape[1:]), self.seed, index, stream=stream, step=step,
+                                 device=like.device, dtype=like.dtype)
 
     def _objective(self, model: nn.Module, image: Tensor, target: ClassTarget | RegressionTarget, index: Tensor,
                    step: int, which: int) -> Tensor:
         """Σ over the batch of the per-sample objective (mean over augmented copies)."""
         if self.aug_num > 1:
-            seed = self._stream(_AUG + which, step)
-            u = Fn.per_sample_uniform((self.aug_num - 1, Fn.AUG_PARAMS), seed, index, image.device, image.dtype)
+            u = per_sample_uniform((self.aug_num - 1, Fn.AUG_PARAMS), self.seed, index,
+                                   stream=_AUG_STREAMS[which], step=step, device=image.device, dtype=image.dtype)
             image = Fn.augment_copies(image, u)
         out = model(image)
         n = self.aug_num
@@ -186,31 +204,49 @@ class DVCE(CounterfactualMethod):
         n, k = x.shape[0], self.num_reverse_steps
         steps = torch.full((n,), k, dtype=torch.long, device=x.device)
         extras: dict[str, Tensor] = {}
+        pred_cf, target_all = None, target  # the loop narrows ``target`` to the unfinished samples
         if k == 0:
             x_cf = x.clone()
         else:
             x0 = to_diffusion(x)
-            shape = tuple(x.shape[1:])
-            noise = Fn.per_sample_normal(shape, self._stream(_START, 0), index.cpu(), x.device, x.dtype)
-            xt = self.diffusion.q_sample(x0, k - 1, noise)
+            xt = self.diffusion.q_sample(x0, k - 1, self.noise(x, index, Stream.DIFFUSION_START, 0))
             thetas = []
+            frozen = FrozenSamples(n, x.device) if self.early_stop else None
             for t in range(k - 1, -1, -1):
                 g, out, theta = self.guidance(xt, t, x0, target, model, index)
-                noise = (Fn.per_sample_normal(shape, self._stream(_STEP, t), index.cpu(), x.device, x.dtype)
-                         if t > 0 else torch.zeros_like(xt))
+                noise = self.noise(xt, index, Stream.DIFFUSION_STEP, t) if t > 0 else torch.zeros_like(xt)
                 xt = self.diffusion.p_sample_step(out, t, noise, shift=g).detach()
                 pred_x0 = out.pred_x0.detach()  # the output is the last x̂0, before the last shift
                 if theta is not None:
-                    thetas.append(theta.detach())
-            x_cf = from_diffusion(pred_x0)
+                    thetas.append(theta.detach() if frozen is None else frozen.spread(theta.detach()))
+                if frozen is not None:
+                    image = from_diffusion(pred_x0)  # what would be returned now
+                    with torch.no_grad():
+                        out_image = model(image)
+                    done = self._reached(out_image, target) | (t == 0)  # t = 0: everyone's last step
+                    keep = frozen.freeze(done, k - t, x_cf=image, pred_cf=out_image)
+                    if keep is not None:  # frozen samples leave: later steps run on the others only
+                        xt, x0, index, target = xt[keep], x0[keep], index[keep], target.select(keep)
+                        if frozen.empty:
+                            break
+            if frozen is None:
+                x_cf = from_diffusion(pred_x0)
+            else:
+                x_cf, pred_cf, steps = frozen.out["x_cf"], frozen.out["pred_cf"], frozen.steps
             if thetas:
                 theta_all = torch.stack(thetas, 1)
-                extras["cone_theta"] = theta_all.mean(1)  # mean angle ∠(g_robust, g_explained), degrees
-                extras["cone_inside"] = (theta_all <= self.cone_angle).to(x.dtype).mean(1)
-        with torch.no_grad():
-            pred_cf = model(x_cf)
+                if frozen is None:
+                    extras["cone_theta"] = theta_all.mean(1)  # mean angle ∠(g_robust, g_explained), degrees
+                    extras["cone_inside"] = (theta_all <= self.cone_angle).to(x.dtype).mean(1)
+                else:  # over the steps each sample ran (NaN where it was frozen)
+                    inside = (theta_all <= self.cone_angle).to(x.dtype)
+                    inside = inside.masked_fill(theta_all.isnan(), math.nan)
+                    extras["cone_theta"], extras["cone_inside"] = theta_all.nanmean(1), inside.nanmean(1)
+        if pred_cf is None:
+            with torch.no_grad():
+                pred_cf = model(x_cf)
         return CounterfactualOutput(x_cf=x_cf, pred=pred, pred_cf=pred_cf,
-                                    success=self._reached(pred_cf, target), steps=steps, extras=extras)
+                                    success=self._reached(pred_cf, target_all), steps=steps, extras=extras)
 
     @staticmethod
     def _reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
-from cflight.methods.svce import PIXEL_OBJECTIVES, keep_better, make_loss_grad, reached, restart_seed
+from cflight.methods.svce import PIXEL_OBJECTIVES, make_loss_grad, make_stop, reached, restart_noise, run_restarts
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 
 Target = ClassTarget | RegressionTarget
@@ -28,7 +28,7 @@ class _PixelAttack(CounterfactualMethod):
     """Shared validation and output assembly of :class:`PGD` and :class:`APGD`."""
 
     def __init__(self, eps: float | None, norm: str, steps: int, objective: str, random_start: bool,
-                 restarts: int, max_batch_size: int | None, seed: int) -> None:
+                 restarts: int, max_batch_size: int | None, seed: int, early_stop: bool = False) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed)
         if norm not in Fn.NORMS:
             raise ValueError(f"unknown norm {norm!r}; expected one of {Fn.NORMS}")
@@ -43,28 +43,31 @@ class _PixelAttack(CounterfactualMethod):
             raise ValueError(f"restarts must be >= 1, got {restarts}")
         self.eps, self.norm, self.steps, self.objective = float(eps), norm, int(steps), objective
         self.random_start, self.restarts = bool(random_start), int(restarts)
+        self.early_stop = bool(early_stop)
 
-    def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None) -> Fn.AFWResult:
+    def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None,
+                stop: Fn.StopFn | None = None) -> Fn.AFWResult:
         raise NotImplementedError
 
     def run(self, x: Tensor, target: Target, model: nn.Module, index: Tensor, pred: Tensor) -> CounterfactualOutput:
         loss_grad = make_loss_grad(model, target, self.objective, pred)
-        best = None
-        for r in range(self.restarts):
+
+        def restart(x: Tensor, index: Tensor, loss_grad: Fn.LossGrad, stop: Fn.StopFn | None,
+                    r: int) -> Fn.AFWResult:
             x_init = None
             if self.random_start:
-                noise = Fn.per_sample_normal(tuple(x.shape[1:]), restart_seed(self.seed, r), index.cpu(),
-                                             x.device, x.dtype)
-                x_init = Fn.random_start(x, noise, self.eps, self.norm)
-            res = self._attack(x, loss_grad, x_init)
+                x_init = Fn.random_start(x, restart_noise(x, self.seed, index, r), self.eps, self.norm)
+            res = self._attack(x, loss_grad, x_init, stop)
             if res.aux is None:  # PGD returning its last iterate: one forward for the output
                 with torch.no_grad():
                     res.aux = model(res.x)
-            best = keep_better(best, res)
+            return res
+
+        stop = make_stop(target) if self.early_stop else None
+        best, steps = run_restarts(x, index, loss_grad, stop, self.restarts, restart, ("x", "aux", "loss"))
         assert best is not None and best.aux is not None
         return CounterfactualOutput(
-            x_cf=best.x, pred=pred, pred_cf=best.aux, success=reached(best.aux, target),
-            steps=torch.full((x.shape[0],), self.steps * self.restarts, dtype=torch.long, device=x.device),
+            x_cf=best.x, pred=pred, pred_cf=best.aux, success=reached(best.aux, target), steps=steps,
             extras={"loss": best.loss, "distance": Fn.lp_norm(best.x - x, {"linf": math.inf, "l2": 2, "l1": 1}[self.norm])},
         )
 
@@ -75,7 +78,9 @@ class PGD(_PixelAttack):
     ``x_{i+1} = P(x_i + η·dir(∇ objective))`` with ``dir`` the steepest-ascent direction of the norm
     (``sign`` for l∞, normalised gradient for l2, SLIDE's sparse sign of the top ``l1_sparsity`` fraction for
     l1, Tramèr & Boneh 2019) and ``P`` the exact projection onto ball ∩ box
-    (:mod:`cflight.methods.functional.sparse`). No early stopping: all ``steps`` run.
+    (:mod:`cflight.methods.functional.lp_geometry`). By default no early stopping: all ``steps`` run.
+    ``early_stop=True`` freezes a sample at the first evaluated iterate (the start included) whose output
+    reaches the target: it is returned, no longer evaluated, and ``steps`` counts the steps it took.
 
     Objective (``objective``): ``"log_conf"`` maximises ``d·log p(k)`` of the target class (SVCE's loss);
     ``"ce"`` the untargeted cross-entropy of the class predicted on the clean image. Regression targets use
@@ -93,23 +98,26 @@ class PGD(_PixelAttack):
         keep_best: return the best-objective iterate (default; one extra evaluation of the last iterate)
             rather than the last one.
         l1_sparsity: fraction of coordinates moved per l1 step; default 0.01 (SLIDE's 99th percentile).
-        restarts: independent random restarts, the best kept; default 1.
+        restarts: independent random restarts, the best kept; default 1 (with ``early_stop``, a later
+            restart runs only on the samples no earlier one brought to the target).
+        early_stop: freeze each sample once it reaches its target (default ``False``: all steps run).
     """
 
     def __init__(self, eps: float | None = None, norm: str = "l2", steps: int = 20, step_size: float | None = None,
                  random_start: bool = True, objective: str = "log_conf", keep_best: bool = True,
-                 l1_sparsity: float = 0.01, restarts: int = 1, max_batch_size: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(eps, norm, steps, objective, random_start, restarts, max_batch_size, seed)
+                 l1_sparsity: float = 0.01, restarts: int = 1, early_stop: bool = False,
+                 max_batch_size: int | None = None, seed: int = 0) -> None:
+        super().__init__(eps, norm, steps, objective, random_start, restarts, max_batch_size, seed, early_stop)
         if step_size is not None and not step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size}")
         if not 0 < l1_sparsity <= 1:
             raise ValueError(f"l1_sparsity must be in (0, 1], got {l1_sparsity}")
         self.step_size, self.keep_best, self.l1_sparsity = step_size, bool(keep_best), float(l1_sparsity)
 
-    def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None) -> Fn.AFWResult:
+    def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None,
+                stop: Fn.StopFn | None = None) -> Fn.AFWResult:
         return Fn.pgd(x, loss_grad, self.eps, self.norm, self.steps, self.step_size, x_init, self.keep_best,
-                      self.l1_sparsity)
+                      self.l1_sparsity, stop=stop)
 
     def run(self, x: Tensor, target: Target, model: nn.Module, index: Tensor, pred: Tensor) -> CounterfactualOutput:
         if not self.keep_best and self.restarts > 1:
@@ -124,7 +132,8 @@ class APGD(_PixelAttack):
     sparsity; returns the best-objective iterate — see :func:`cflight.methods.functional.apgd` for the exact
     rules. Projections are exact Euclidean projections onto ball ∩ box (AutoAttack's l2 rescales then clips).
     Random start as AutoAttack (:func:`~cflight.methods.functional.random_start`), drawn from
-    ``(seed, index, restart)``. No early stopping. Objective and ``success`` as :class:`PGD`.
+    ``(seed, index, restart)``. By default no early stopping; ``early_stop`` as :class:`PGD`. Objective and
+    ``success`` as :class:`PGD`.
 
     Args:
         eps: radius; default per norm as :class:`PGD` (SVCE's comparisons: l1 400, l2 12 at ImageNet 224²).
@@ -132,17 +141,20 @@ class APGD(_PixelAttack):
         steps: iterations; default 75 (SVCE's comparison runs; AutoAttack uses 100).
         rho: checkpoint oscillation constant, 0.75; ``momentum``: 0.75.
         restarts: default 1.
+        early_stop: freeze each sample once it reaches its target (default ``False``: all steps run).
     """
 
     def __init__(self, eps: float | None = None, norm: str = "l2", steps: int = 75, rho: float = 0.75,
                  momentum: float = 0.75, objective: str = "log_conf", restarts: int = 1, random_start: bool = True,
-                 max_batch_size: int | None = None, seed: int = 0) -> None:
-        super().__init__(eps, norm, steps, objective, random_start, restarts, max_batch_size, seed)
+                 early_stop: bool = False, max_batch_size: int | None = None, seed: int = 0) -> None:
+        super().__init__(eps, norm, steps, objective, random_start, restarts, max_batch_size, seed, early_stop)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
         if not 0 < momentum <= 1:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
         self.rho, self.momentum = float(rho), float(momentum)
 
-    def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None) -> Fn.AFWResult:
-        return Fn.apgd(x, loss_grad, self.eps, self.norm, self.steps, self.rho, self.momentum, x_init)
+    def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None,
+                stop: Fn.StopFn | None = None) -> Fn.AFWResult:
+        return Fn.apgd(x, loss_grad, self.eps, self.norm, self.steps, self.rho, self.momentum, x_init,
+                       stop=stop)

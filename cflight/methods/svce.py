@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
+from cflight.rng import Stream, per_sample_normal
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 
 Target = ClassTarget | RegressionTarget
@@ -50,26 +51,32 @@ def reached(out: Tensor, target: Target) -> Tensor:
 
 
 def make_loss_grad(model: nn.Module, target: Target, objective: str = "log_conf",
-                   pred: Tensor | None = None) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
+                   pred: Tensor | None = None) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
     """``z -> (objective [B], ∇_z objective, model output)`` with one forward and one backward of ``model``.
 
     Only the input gradient is formed: autograd skips the weight gradients of a ``model`` whose parameters
-    still require grad, and nothing accumulates in their ``.grad``.
+    still require grad, and nothing accumulates in their ``.grad``. ``loss_grad(z, rows)`` scores ``z`` against
+    the targets (and clean predictions) of batch rows ``rows`` — the early-stopping form of the loops.
     """
 
-    def loss_grad(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def loss_grad(z: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         z = z.detach().requires_grad_(True)
         out = model(z)
-        loss = pixel_objective(out, target, objective, pred)
+        tgt, prd = target, pred
+        if rows is not None:  # the early-stopping form: the targets of the active rows
+            tgt, prd = target.select(rows), None if pred is None else pred[rows]
+        loss = pixel_objective(out, tgt, objective, prd)
         (grad,) = torch.autograd.grad(loss.sum(), z)
         return loss.detach(), grad, out.detach()
 
     return loss_grad
 
 
-def restart_seed(seed: int, restart: int) -> int:
-    """The job seed of restart ``r`` (restart 0 uses ``seed`` itself)."""
-    return seed if restart == 0 else Fn.sample_seed(seed, restart)
+def restart_noise(x: Tensor, seed: int, index: Tensor, restart: int) -> Tensor:
+    """``ξ ~ N(0, I)`` like ``x`` for restart ``restart`` of each sample, from ``(seed, index)`` (stream
+    ``RANDOM_START``, the restart as the step), generated on ``x``'s device."""
+    return per_sample_normal(tuple(x.shape[1:]), seed, index, stream=Stream.RANDOM_START, step=restart,
+                             device=x.device, dtype=x.dtype)
 
 
 def keep_better(best: Any, res: Any, fields: tuple[str, ...] = ("x", "aux", "loss")) -> Any:
@@ -84,6 +91,47 @@ def keep_better(best: Any, res: Any, fields: tuple[str, ...] = ("x", "aux", "los
     return best
 
 
+def make_stop(target: Target) -> Fn.StopFn:
+    """Early stopping of the pixel-space loops: ``(model output [A], rows [A]) -> [A] bool``, the rows'
+    outputs reach their targets (:func:`reached`: ``threshold_reached``, regression ``|f − y*| ≤ tol``)."""
+    return lambda out, rows: reached(out, target.select(rows))
+
+
+Restart = Callable[..., Any]  # (x, index, loss_grad, stop, restart number) -> AFWResult
+
+
+def run_restarts(x: Tensor, index: Tensor, loss_grad: Callable[..., Any], stop: Fn.StopFn | None,
+                 restarts: int, restart: Restart, fields: tuple[str, ...]) -> tuple[Any, Tensor]:
+    """Best of ``restarts`` runs per sample; ``restart(x, index, loss_grad, stop, r)`` runs restart ``r``.
+
+    Without ``stop`` every restart runs on the whole batch and the higher loss wins (:func:`keep_better`).
+    With it a row that stopped is finished: later restarts run only on the rows no restart has stopped yet,
+    and a row takes a restart's outcome if it stopped there or its loss is higher. Returns ``(best, steps
+    [B])``: the per-sample outcome (``fields`` of an :class:`~cflight.methods.functional.AFWResult`) and the
+    iterations each row ran over all restarts.
+    """
+    steps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    best = None
+    for r in range(restarts):
+        if best is None or stop is None:
+            res = restart(x, index, loss_grad, stop, r)
+            steps += res.steps
+            best = keep_better(best, res, fields)
+            continue
+        rows = (~best.stopped).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            break
+        res = restart(x[rows], index[rows], lambda z, ids: loss_grad(z, rows[ids]),
+                      lambda out, ids: stop(out, rows[ids]), r)
+        steps[rows] += res.steps
+        take = res.stopped | (res.loss > best.loss[rows])
+        for name in (*fields, "stopped"):
+            merged = getattr(best, name).clone()
+            merged[rows[take]] = getattr(res, name)[take]
+            setattr(best, name, merged)
+    return best, steps
+
+
 class SparseAFW(CounterfactualMethod):
     """SVCE: maximise ``log p_T(k | x̂)`` over ``‖x̂ − x‖_p ≤ ε, x̂ ∈ [0,1]^d`` with Auto-Frank-Wolfe.
 
@@ -92,11 +140,15 @@ class SparseAFW(CounterfactualMethod):
     paper (T matters: it changes the gradient direction, spec §1.2). Each sample starts at a random point
     of the boundary, ``x₀ = x + LMO(x, ξ)`` with ``ξ ~ N(0, I)`` drawn from ``(seed, index, restart)``, and
     runs all ``steps`` AFW iterations (:func:`cflight.methods.functional.afw`: exact LMO of spec §3.2,
-    APGD checkpoints, best-loss iterate). There is no per-sample early stopping — the reference has none;
-    the returned image is the best-loss iterate, and ``success`` says whether the model's output on it
-    reaches the target (``threshold_reached``; regression: ``|f − y*| ≤ tol``). ``steps`` reports
+    APGD checkpoints, best-loss iterate). By default there is no per-sample early stopping — the reference
+    has none; the returned image is the best-loss iterate, and ``success`` says whether the model's output on
+    it reaches the target (``threshold_reached``; regression: ``|f − y*| ≤ tol``). ``steps`` reports
     ``steps × restarts`` iterations; ``extras``: ``loss`` (best objective), ``loss0`` (at ``x₀``),
-    ``distance`` (``‖x_cf − x‖_p``).
+    ``distance`` (``‖x_cf − x‖_p``). With ``early_stop=True`` a sample is frozen at the first iterate
+    (``x₀`` included) whose model output reaches the target: that iterate is returned, later iterations
+    and restarts skip it (only unfinished samples are evaluated), and ``steps`` counts the iterations it
+    ran. For the ``log_conf`` objective that iterate is also the best so far (the objective is monotone in
+    ``p(k)``); the reference would go on raising ``p(k)`` and moving the image further from ``x``.
 
     Objective: class targets ``d·log p(k)`` (``d = −1`` lowers ``p(k)``); regression ``−(f − y*)²``.
 
@@ -114,6 +166,7 @@ class SparseAFW(CounterfactualMethod):
         momentum: β of the gradient momentum; default 0 (the released code never forwards its 0.9).
         rho: checkpoint oscillation constant; default 0.75.
         random_init: start on the boundary (default) or at ``x`` itself.
+        early_stop: freeze each sample once it reaches its target (default ``False``: the reference).
 
     Reference quirk (spec §3.3): at the first checkpoint the reference compares the first loss with a still
     zero row (always "no increase" for log-probabilities ≤ 0); here the first step simply has no predecessor
@@ -125,7 +178,7 @@ class SparseAFW(CounterfactualMethod):
 
     def __init__(self, eps: float = 50.0, p: float = 1.5, steps: int = 75, step_rule: str = "v1",
                  restarts: int = 1, momentum: float = 0.0, rho: float = 0.75, random_init: bool = True,
-                 max_batch_size: int | None = None, seed: int = 0) -> None:
+                 early_stop: bool = False, max_batch_size: int | None = None, seed: int = 0) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
@@ -143,20 +196,24 @@ class SparseAFW(CounterfactualMethod):
             raise ValueError(f"rho must be in (0, 1], got {rho}")
         self.eps, self.p, self.steps, self.step_rule = float(eps), float(p), int(steps), step_rule
         self.restarts, self.momentum, self.rho, self.random_init = int(restarts), float(momentum), float(rho), random_init
+        self.early_stop = bool(early_stop)
 
     def run(self, x: Tensor, target: Target, model: nn.Module, index: Tensor, pred: Tensor) -> CounterfactualOutput:
         loss_grad = make_loss_grad(model, target, "log_conf", pred)
-        best = None
-        for r in range(self.restarts):
+
+        def restart(x: Tensor, index: Tensor, loss_grad: Fn.LossGrad, stop: Fn.StopFn | None,
+                    r: int) -> Fn.AFWResult:
             xi = None
             if self.random_init:
-                xi = Fn.per_sample_normal(tuple(x.shape[1:]), restart_seed(self.seed, r), index.cpu(), x.device, x.dtype)
-            res = Fn.afw(x, loss_grad, self.eps, self.p, self.steps, self.step_rule, rho=self.rho,
-                         momentum=self.momentum, init_dir=xi)
-            best = keep_better(best, res, ("x", "aux", "loss", "loss0"))
+                xi = restart_noise(x, self.seed, index, r)
+            return Fn.afw(x, loss_grad, self.eps, self.p, self.steps, self.step_rule, rho=self.rho,
+                          momentum=self.momentum, init_dir=xi, stop=stop)
+
+        stop = make_stop(target) if self.early_stop else None
+        best, steps = run_restarts(x, index, loss_grad, stop, self.restarts, restart,
+                                   ("x", "aux", "loss", "loss0"))
         assert best is not None and best.aux is not None
         return CounterfactualOutput(
-            x_cf=best.x, pred=pred, pred_cf=best.aux, success=reached(best.aux, target),
-            steps=torch.full((x.shape[0],), self.steps * self.restarts, dtype=torch.long, device=x.device),
+            x_cf=best.x, pred=pred, pred_cf=best.aux, success=reached(best.aux, target), steps=steps,
             extras={"loss": best.loss, "loss0": best.loss0, "distance": Fn.lp_norm(best.x - x, self.p)},
         )

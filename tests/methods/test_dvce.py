@@ -10,6 +10,7 @@ from cflight.methods import DVCE
 from cflight.methods import functional as Fn
 from cflight.models.generative.diffusion import GaussianDiffusion
 from cflight.models.generative.unet import UNet
+from cflight.rng import Stream, per_sample_normal
 from cflight.types import ClassTarget, RegressionTarget
 from tests.helpers import LinearClassifier
 
@@ -73,12 +74,22 @@ def images(n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
+def start_noise(m: DVCE, shape, index, dtype=torch.float32):
+    """The method's late-start noise: stream DIFFUSION_START of :mod:`cflight.rng`."""
+    return per_sample_normal(shape, m.seed, index, stream=Stream.DIFFUSION_START, dtype=dtype)
+
+
+def step_noise(m: DVCE, shape, index, t, dtype=torch.float32):
+    """The method's ancestral noise at respaced step ``t``: stream DIFFUSION_STEP."""
+    return per_sample_normal(shape, m.seed, index, stream=Stream.DIFFUSION_STEP, step=t, dtype=dtype)
+
+
 def reference_dvce(m: DVCE, x, classes, f_n, f_r, index):
     """Spec §2.6 line by line: two denoiser forwards per step, batch-mean losses, F.l1_loss, inline cone."""
     d, net = m.diffusion, m.denoiser
     x0 = 2 * x - 1
     k = d.num_steps - m.skip_timesteps
-    z = Fn.per_sample_normal(tuple(x.shape[1:]), m._stream(0, 0), index, dtype=x.dtype)
+    z = start_noise(m, tuple(x.shape[1:]), index, dtype=x.dtype)
     xt = d.q_sample(x0, k - 1, z)
     rows = torch.arange(len(x))
     for i in range(k - 1, -1, -1):
@@ -112,7 +123,7 @@ def reference_dvce(m: DVCE, x, classes, f_n, f_r, index):
         g = s * (m.classifier_lambda * g_c / g_c.norm(dim=1, keepdim=True)
                  - m.distance_lambda * g_d / g_d.norm(dim=1, keepdim=True))
         mean = pmv.mean + pmv.variance * g.reshape(x.shape)
-        z = Fn.per_sample_normal(tuple(x.shape[1:]), m._stream(1, i), index, dtype=x.dtype)
+        z = step_noise(m, tuple(x.shape[1:]), index, i, dtype=x.dtype)
         xt = (mean + (i > 0) * (0.5 * pmv.log_variance).exp() * z).detach()
         last = pmv.pred_x0
     return ((last + 1) / 2).clamp(0, 1)
@@ -183,7 +194,7 @@ def test_zero_steps_returns_the_input_and_one_step_adds_no_noise():
     m = DVCE(den, timestep_respacing="10", skip_timesteps=9, classifier_lambda=0.0, distance_lambda=0.0)
     index = torch.arange(3)
     out = m(x, target, clf, index=index)
-    z = Fn.per_sample_normal((1, 4, 4), m._stream(0, 0), index)
+    z = start_noise(m, (1, 4, 4), index)
     d = m.diffusion
     x1 = d.q_sample(2 * x - 1, 0, z)
     expected = ((d.predict_x0(x1, 0, den(x1, d.model_timesteps(torch.zeros(3, dtype=torch.long)))) + 1) / 2)
@@ -196,9 +207,9 @@ def test_unguided_is_a_seeded_sdedit_reconstruction():
     m = DVCE(den, timestep_respacing="20", skip_timesteps=10, classifier_lambda=0.0, distance_lambda=0.0)
     out = m(x, target, clf, index=index)
     d = m.diffusion
-    xt = d.q_sample(2 * x - 1, 9, Fn.per_sample_normal((1, 4, 4), m._stream(0, 0), index, dtype=F64))
+    xt = d.q_sample(2 * x - 1, 9, start_noise(m, (1, 4, 4), index, dtype=F64))
     for i in range(9, -1, -1):
-        xt, pred_x0 = d.p_sample(den, xt, i, Fn.per_sample_normal((1, 4, 4), m._stream(1, i), index, dtype=F64))
+        xt, pred_x0 = d.p_sample(den, xt, i, step_noise(m, (1, 4, 4), index, i, dtype=F64))
     torch.testing.assert_close(out.x_cf, ((pred_x0 + 1) / 2).clamp(0, 1))
     assert torch.equal(m(x, target, clf, index=index).x_cf, out.x_cf)
     m.seed = 2
@@ -212,7 +223,7 @@ def test_classifier_sees_the_unclamped_denoised_estimate():
     index = torch.arange(2)
     m(x, ClassTarget(torch.ones(2, dtype=torch.long)), clf, index=index)
     d = m.diffusion
-    xt = d.q_sample(2 * x - 1, 2, Fn.per_sample_normal((1, 4, 4), m._stream(0, 0), index, dtype=F64))
+    xt = d.q_sample(2 * x - 1, 2, start_noise(m, (1, 4, 4), index, dtype=F64))
     torch.testing.assert_close(clf.inputs[1], (d.predict_x0(xt, 2, torch.full_like(xt, 2.0)) + 1) / 2)
     assert clf.inputs[1].min() < 0 or clf.inputs[1].max() > 1  # not clamped (ε̂ = 2 throws x̂0 far out)
 

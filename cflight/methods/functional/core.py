@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cflight.rng import per_sample_normal  # re-exported: per-sample noise lives in the low-level cflight.rng
+
 __all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "l1_distance", "l2_distance",
-           "per_sample_normal", "sample_seed", "threshold_reached"]
+           "per_sample_normal", "threshold_reached"]
 
 OBJECTIVES = ("prob", "logit", "log_prob")
 
@@ -32,21 +34,37 @@ def class_probability(logits: Tensor, classes: Tensor) -> Tensor:
 def class_score(logits: Tensor, classes: Tensor, objective: str = "prob") -> Tensor:
     """The quantity a classification counterfactual pushes, per sample ``[B]``.
 
-    ``prob``: the raw probability (Counterfactual Attacks, spec §1.3 line 7); ``log_prob``: log-probability;
-    ``logit``: log-odds ``log p − log(1 − p)``, computed stably from the logits.
+    ``prob``: the raw probability (Counterfactual Attacks, spec §1.3 line 7); ``log_prob``: log-probability
+    (SVCE's ``log_conf``, DVCE's ``log_softmax(·)[y]``, spec §1.3); ``logit``: log-odds ``log p − log(1 − p)``.
+
+    ``log_prob`` is computed as ``logsigmoid(log-odds)`` with the log-odds ``−logsumexp_{j≠y}(z_j − z_y)``,
+    the same function as ``log_softmax(z)[y]`` but with an accurate gradient near saturation: its gradient
+    ``∂/∂z_y = 1 − p_y`` comes out as ``σ(−log-odds)`` instead of ``1 − exp(log p_y)``, which cancels to 0 in
+    float32 once ``1 − p_y`` falls below ~1e-7 (margin ≳ 16; at margin 10 it is already ~1e-3 off in
+    relative terms, this form ~1e-6) — noise that scale-free updates (DVCE's renormalised guidance, AFW's
+    LMO) apply at full strength. ``z_y − logsumexp(z)`` is worse still (``logsumexp`` is rounded at the
+    logits' magnitude). float16/bfloat16 logits are scored in float32.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
     if objective == "prob":
         return class_probability(logits, classes)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # 8 (bf16) or 11 (fp16) mantissa bits cannot carry a saturated gap
     if logits.shape[1] == 1:
-        z = torch.where(classes == 1, logits[:, 0], -logits[:, 0])
-        return F.logsigmoid(z) if objective == "log_prob" else z
-    own = logits.gather(1, classes[:, None]).squeeze(1)
-    if objective == "log_prob":
-        return own - logits.logsumexp(dim=1)
-    others = logits.scatter(1, classes[:, None], float("-inf"))
-    return own - others.logsumexp(dim=1)
+        odds = torch.where(classes == 1, logits[:, 0], -logits[:, 0])
+    else:
+        odds = _log_odds(logits, classes)
+    return F.logsigmoid(odds) if objective == "log_prob" else odds
+
+
+def _log_odds(logits: Tensor, classes: Tensor) -> Tensor:
+    """``log p_y − log(1 − p_y) = −logsumexp_{j≠y}(z_j − z_y)`` per sample ``[B]`` (``K ≥ 2`` logits).
+
+    The gaps to the own logit are formed first, so nothing is rounded at the logits' absolute magnitude.
+    """
+    gap = logits - logits.gather(1, classes[:, None])
+    return -gap.scatter(1, classes[:, None], float("-inf")).logsumexp(dim=1)
 
 
 def threshold_reached(p: Tensor, threshold: float | Tensor, direction: Tensor) -> Tensor:
@@ -74,24 +92,6 @@ def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, 
     bias2_sqrt = math.sqrt(1 - beta2**step)
     denom = exp_avg_sq.sqrt() / bias2_sqrt + eps
     return param - (lr / bias1) * exp_avg / denom, exp_avg, exp_avg_sq
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for one sample, derived from the job seed and the dataset index (DESIGN.md §3)."""
-    return (int(seed) * 0x9E3779B97F4A7C15 + int(index) * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (2**63 - 1)
-
-
-def per_sample_normal(shape: tuple[int, ...], seed: int, index: Tensor, device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32) -> Tensor:
-    """Standard-normal noise ``[B, *shape]`` where row ``b`` depends only on ``(seed, index[b])``.
-
-    Results therefore do not depend on batch size, batch composition or the number of processes.
-    """
-    rows = []
-    for i in index.tolist():
-        gen = torch.Generator().manual_seed(sample_seed(seed, i))
-        rows.append(torch.randn(shape, generator=gen, dtype=dtype))
-    return torch.stack(rows).to(device) if rows else torch.empty((0, *shape), dtype=dtype, device=device)
 
 
 def l1_distance(x: Tensor, y: Tensor) -> Tensor:

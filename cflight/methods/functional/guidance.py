@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor
 
-from cflight.methods.functional.core import per_sample_normal
+from cflight.rng import per_sample_uniform  # re-exported for augment_copies' callers
 
 __all__ = ["AUG_PARAMS", "augment_copies", "cone_projection", "lp_subgradient", "per_sample_uniform",
            "renormalize", "scaled_guidance"]
@@ -80,13 +80,6 @@ def cone_projection(g_robust: Tensor, g_explained: Tensor, angle: float) -> tupl
     u_hat = u / (u.norm(dim=1, keepdim=True) + _TINY)
     out = torch.where((theta <= angle)[:, None], n_hat, n_hat + math.tan(math.radians(angle)) * u_hat)
     return out.reshape(g_explained.shape), theta
-
-
-def per_sample_uniform(shape: tuple[int, ...], seed: int, index: Tensor, device: torch.device | str = "cpu",
-                       dtype: torch.dtype = torch.float32) -> Tensor:
-    """U(0, 1) draws ``[B, *shape]`` where row ``b`` depends only on ``(seed, index[b])`` (Φ of normals)."""
-    z = per_sample_normal(shape, seed, index.cpu(), "cpu", torch.float64)
-    return torch.special.ndtr(z).to(device=device, dtype=dtype)
 
 
 AUG_PARAMS = 13  # uniforms per augmented copy: affine (on?, angle, tx, ty), perspective (on?, 8 offsets)

@@ -1,0 +1,71 @@
+"""Projected gradient ascent (Madry et al. 2018) over ``B_norm(x, ε) ∩ [0,1]^d``; also the attack of
+adversarial training (:mod:`cflight.lit.robust`)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from cflight.methods.functional.ascent import (
+    AFWResult, LossGrad, StopFn, _ActiveSet, _Best, _no_trace_with_stop, _stack_trace)
+from cflight.methods.functional.lp_geometry import NORMS, _radius, _rows, project_lp_box, steepest_ascent
+
+__all__ = ["pgd"]
+
+
+def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", steps: int = 10,
+        step_size: float | Tensor | None = None, x_init: Tensor | None = None, keep_best: bool = True,
+        l1_sparsity: float = 0.01, record: bool = False, stop: StopFn | None = None) -> AFWResult:
+    """Projected gradient ascent (Madry et al. 2018): ``x_{i+1} = P(x_i + η·dir(g_i))``.
+
+    ``dir`` is :func:`steepest_ascent` (``l1``: the top ``l1_sparsity`` fraction, SLIDE of Tramèr & Boneh
+    2019); ``P`` the exact projection onto ball ∩ box; ``η = step_size`` (default ``2.5ε/steps``, the
+    robustness library's rule, so the boundary is reachable from any start). ``x_init``: the start (default
+    ``x``). ``keep_best``: return the best-loss iterate among ``x₀…x_N`` (``N + 1`` evaluations); otherwise
+    the last iterate ``x_N`` after ``N`` evaluations, itself not evaluated (``loss`` NaN, ``aux`` ``None``) —
+    what adversarial training needs. ``stop``: per-sample early stopping as
+    :func:`~cflight.methods.functional.afw` — a row whose evaluated iterate ``x_i`` satisfies it is returned
+    as ``x_i`` after ``i`` steps (default ``None``: off).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    _no_trace_with_stop(record, stop)
+    x = x.detach()
+    b = x.shape[0]
+    eps64 = _radius(eps, b, x)
+    eta = (2.5 * eps64 / max(steps, 1) if step_size is None else _radius(step_size, b, x)).to(x.dtype)
+    x_cur = x.clone() if x_init is None else x_init.detach().clone()
+    trace: dict[str, list[Tensor]] = {"loss": [], "iterates": []}
+    best, loss0 = None, None
+    active = _ActiveSet(b, x.device, loss_grad, stop)
+    if record:
+        trace["iterates"].append(x_cur.clone())
+    for i in range(steps + int(keep_best)):  # keep_best: one more evaluation, of the last iterate
+        loss, g, aux = active.evaluate(x_cur)
+        if best is None:
+            best, loss0 = _Best(x_cur, loss, g, aux), loss.clone()
+        else:
+            best.update(x_cur, loss, g, aux)
+        if record:
+            trace["loss"].append(loss.clone())
+        keep = active.check(i, x_cur, loss, aux)
+        if keep is not None:  # rows that reached leave; the rest carry on as if alone
+            x, eps64, eta, x_cur, g = x[keep], eps64[keep], eta[keep], x_cur[keep], g[keep]
+            best.keep(keep)
+            if active.empty:
+                break
+        if i == steps:
+            break
+        x_cur = project_lp_box(x_cur + _rows(eta, x) * steepest_ascent(g, norm, l1_sparsity), x, eps64, norm)
+        if record:
+            trace["iterates"].append(x_cur.clone())
+    trace_out = _stack_trace(trace) if record else {}
+    if not keep_best:
+        nan = torch.full((x_cur.shape[0],), math.nan, dtype=x.dtype, device=x.device)
+        loss0 = torch.full((b,), math.nan, dtype=x.dtype, device=x.device) if loss0 is None else loss0
+        return active.result(x_cur, nan, None, loss0, steps, trace_out)
+    return active.result(best.x, best.loss, best.aux, loss0, steps, trace_out)
