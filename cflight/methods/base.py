@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from cflight.models.acceleration import Acceleration, accelerate
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_images, check_model_input, check_target
 
@@ -39,10 +40,14 @@ class CounterfactualMethod(nn.Module, ABC):
     Args:
         max_batch_size: largest chunk processed at once (``None``: the whole batch).
         seed: job seed; each sample's randomness derives from ``(seed, index)``.
+        acceleration: speed options (autocast, channels_last, compile, checkpointing) for the method's
+            generative networks, which a subclass wraps with :meth:`accelerate`; ``None``: all off.
     """
 
-    def __init__(self, max_batch_size: int | None = None, seed: int = 0) -> None:
+    def __init__(self, max_batch_size: int | None = None, seed: int = 0,
+                 acceleration: Acceleration | None = None) -> None:
         super().__init__()
+        self.acceleration = acceleration or Acceleration()
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
         self.max_batch_size = max_batch_size
@@ -60,6 +65,7 @@ class CounterfactualMethod(nn.Module, ABC):
         check_images(x)
         check_model_input(x, model)
         self.check_inputs(x)
+        self.acceleration.check_device(x.device)
         if index is None:
             index = torch.arange(x.shape[0], device=x.device)
         with _eval_mode(self, model):
@@ -75,6 +81,10 @@ class CounterfactualMethod(nn.Module, ABC):
                     rows = torch.arange(start, min(start + step, x.shape[0]), device=x.device)
                     outs.append(self.run(x[rows], target.select(rows), model, index[rows], pred[rows].detach()))
         return outs[0] if len(outs) == 1 else CounterfactualOutput.cat(outs)
+
+    def accelerate(self, net: nn.Module) -> nn.Module:
+        """``net`` (a generative network) with this method's acceleration options (itself when all off)."""
+        return accelerate(net, self.acceleration)
 
     def check_inputs(self, x: Tensor) -> None:
         """Method-specific checks of ``x`` against the method's own networks (override as needed)."""

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from cflight.methods.base import CounterfactualMethod
 from cflight.methods.functional import class_probability, threshold_reached
+from cflight.models.acceleration import Acceleration
 from cflight.models.registry import load_net
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
@@ -35,16 +36,18 @@ class InterFaceGANEdit(CounterfactualMethod):
         generator: ``encode``/``decode`` as for :class:`~cflight.methods.LatentAttack` (or a checkpoint path).
         label_head: ``nn.Linear`` on the latent.
         margin: added beyond τ in the target direction (p* = τ + d·margin).
+        acceleration: speed options for the generator (:class:`~cflight.models.acceleration.Acceleration`).
     """
 
     def __init__(self, generator: nn.Module | str, label_head: nn.Linear, margin: float = 0.0,
-                 max_batch_size: int | None = None, seed: int = 0) -> None:
-        super().__init__(max_batch_size=max_batch_size, seed=seed)
+                 max_batch_size: int | None = None, seed: int = 0,
+                 acceleration: Acceleration | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
         if isinstance(generator, str):
             generator = load_net(generator, expected_kind="generator")
         if not 0 <= margin < 0.5:
             raise ValueError(f"margin must lie in [0, 0.5), got {margin}")
-        self.generator = generator.requires_grad_(False)
+        self.generator = self.accelerate(generator.requires_grad_(False))
         self.label_head = label_head.requires_grad_(False)
         self.margin = margin
 

@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
+from cflight.models.acceleration import Acceleration
 from cflight.models.registry import load_net
+from cflight.rng import Stream, per_sample_normal
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
 
@@ -36,6 +38,8 @@ class LatentAttack(CounterfactualMethod):
         latent_init: ``"sample"`` (default, as the reference: ``encoder(x)[0]`` is a reparameterised sample,
             here drawn deterministically from ``(seed, index)``) or ``"mean"`` (μ).
         betas, eps: Adam's, PyTorch defaults as in the reference.
+        acceleration: speed options for the generator (:class:`~cflight.models.acceleration.Acceleration`);
+            the latents, Adam and the objective stay fp32.
 
     Deviations, documented: (1) the reference stops on a zero gradient only when ``sum(grad) == 0`` and
     returns ``None`` for the whole call; here a sample stops when its gradient is exactly all zeros and is
@@ -48,10 +52,15 @@ class LatentAttack(CounterfactualMethod):
 
     def __init__(self, generator: nn.Module | str, lr: float = 0.01, max_steps: int = 1000, objective: str = "prob",
                  latent_init: str = "sample", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 max_batch_size: int | None = None, seed: int = 0) -> None:
-        super().__init__(max_batch_size=max_batch_size, seed=seed)
-        if lr <= 0:
+                 max_batch_size: int | None = None, seed: int = 0,
+                 acceleration: Acceleration | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
+        if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {tuple(betas)}")
+        if not eps > 0:
+            raise ValueError(f"eps (Adam's) must be > 0, got {eps}")
         if max_steps < 0:
             raise ValueError(f"max_steps must be >= 0, got {max_steps}")
         if objective not in Fn.OBJECTIVES:
@@ -63,7 +72,7 @@ class LatentAttack(CounterfactualMethod):
         for attr in ("encode", "decode"):
             if not callable(getattr(generator, attr, None)):
                 raise TypeError(f"generator {type(generator).__name__} has no {attr}() method")
-        self.generator = generator.requires_grad_(False)
+        self.generator = self.accelerate(generator.requires_grad_(False))
         # A projecting generator (e.g. GANManifold) seeds its candidates per sample from the dataset index.
         self._encode_takes_index = "index" in inspect.signature(generator.encode).parameters
         self.lr, self.max_steps, self.objective = lr, max_steps, objective
@@ -80,7 +89,8 @@ class LatentAttack(CounterfactualMethod):
         mu, logvar = enc[0], enc[1]
         if self.latent_init == "mean":
             return mu.detach()
-        noise = Fn.per_sample_normal(tuple(mu.shape[1:]), self.seed, index.cpu(), mu.device, mu.dtype)
+        noise = per_sample_normal(tuple(mu.shape[1:]), self.seed, index, stream=Stream.LATENT_INIT,
+                                  device=mu.device, dtype=mu.dtype)
         return (mu + (0.5 * logvar).exp() * noise).detach()
 
     def _progress(self, out: Tensor, target: ClassTarget | RegressionTarget) -> tuple[Tensor, Tensor]:
