@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from cflight.types import LABEL, ClassTarget
+from cflight.validation import BadInputError
 
 
 def _check_threshold(threshold: float, name: str = "threshold") -> float:
@@ -54,7 +55,8 @@ class SecondMostLikely(TargetPolicy):
 
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
         if logits.shape[1] < 2:
-            raise ValueError("SecondMostLikely needs a multiclass model; use FlipBinary for a one-logit model")
+            raise BadInputError("SecondMostLikely needs a multiclass model, this one has one logit; use "
+                                "target_policy cflight.targets.FlipBinary (or FixedClass) for a binary model")
         classes = logits.topk(2, dim=1).indices[:, 1]
         return ClassTarget(classes, self.threshold), torch.ones_like(classes, dtype=torch.bool)
 
@@ -67,7 +69,8 @@ class TrueLabel(TargetPolicy):
 
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
         if LABEL not in batch:
-            raise ValueError("TrueLabel needs batches with a 'label' key; this dataset has no labels")
+            raise BadInputError("TrueLabel needs batches with a 'label' key, this dataset has no labels; "
+                                "give the data labels (e.g. label_column) or use another target_policy")
         labels = batch[LABEL].to(logits.device).long()
         pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
         keep = pred != labels if self.only_misclassified else torch.ones_like(labels, dtype=torch.bool)
@@ -83,7 +86,9 @@ class FlipBinary(TargetPolicy):
 
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
         if logits.shape[1] != 1:
-            raise ValueError(f"FlipBinary needs a one-logit model, got {logits.shape[1]} outputs")
+            raise BadInputError(f"FlipBinary needs a one-logit model, this one has {logits.shape[1]} "
+                                "outputs; use target_policy cflight.targets.SecondMostLikely or FixedClass for "
+                                "a multiclass model")
         p = torch.sigmoid(logits[:, 0])
         direction = torch.where(p < 0.5, 1, -1)
         threshold = torch.where(p < 0.5, self.up, self.down).float()

@@ -16,6 +16,8 @@ INDEX = "index"
 LABEL = "label"
 TARGET = "target"
 DESCRIPTORS = "descriptors"
+# bool: False for a sample whose file could not be read (its image is a placeholder); absent means readable.
+READABLE = "readable"
 
 
 @dataclass

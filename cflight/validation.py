@@ -1,4 +1,6 @@
-"""Input checks that run before any work starts (DESIGN.md §6); each failure is a one-line ValueError."""
+"""Input checks that run before any work starts (DESIGN.md §6); each failure is a one-line
+:class:`BadInputError` that names the problem and the fix (the ``cflight`` command prints it as one line, also
+when it happens inside a running job)."""
 from __future__ import annotations
 
 import torch
@@ -7,19 +9,47 @@ from torch import Tensor, nn
 from cflight.types import ClassTarget, RegressionTarget
 
 
-def check_images(x: Tensor, name: str = "images") -> None:
-    """``x`` must be a float ``[B, C, H, W]`` tensor with finite values in [0, 1]."""
+class BadInputError(ValueError):
+    """Bad input found by cflight's own checks (images, targets, data files, checkpoints): the message is one
+    line naming the problem and the fix. A ``ValueError``, so ``except ValueError`` still catches it."""
+
+
+class MissingInputError(BadInputError, FileNotFoundError):
+    """A file or folder cflight needs is missing or empty (also a ``FileNotFoundError``)."""
+
+
+def _where(x: Tensor, bad: Tensor, index: Tensor | None) -> str:
+    """`` (first at dataset index i)`` for the first image with a ``bad`` value (``index``: the rows' dataset
+    indices; without it the batch row is named)."""
+    rows = bad.flatten(1).any(1).nonzero()
+    if not len(rows):
+        return ""
+    row = int(rows[0])
+    i = int(index[row]) if index is not None and len(index) == x.shape[0] else row
+    return f" (first at {'dataset index' if index is not None else 'batch row'} {i})"
+
+
+def check_images(x: Tensor, name: str = "images", index: Tensor | None = None) -> None:
+    """``x`` must be a float ``[B, C, H, W]`` tensor with finite values in [0, 1]; ``index`` (the dataset
+    indices of the rows) lets the message name the first offending image."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4:
-        raise ValueError(f"{name} must have shape [B, C, H, W], got {tuple(x.shape)}")
+        raise BadInputError(f"{name} must have shape [B, C, H, W], got {tuple(x.shape)}; add the missing "
+                            "batch or channel dimension (x[None] for one image, x[:, None] for grey images)")
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be floating point in [0, 1], got dtype {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contain NaN or Inf values")
-    lo, hi = float(x.min()), float(x.max()) if x.numel() else (0.0, 0.0)
+        raise BadInputError(f"{name} must be floating point in [0, 1], got dtype {x.dtype}; convert them "
+                            "(e.g. uint8 pixels: x.float() / 255)")
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise BadInputError(f"{name} contain NaN or Inf values{_where(x, ~finite, index)}; images must be "
+                            "finite floats in [0, 1]: fix the data or the transform that produced them")
+    lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
     if lo < 0 or hi > 1:
-        raise ValueError(f"{name} must lie in [0, 1] (cflight's image convention), got range [{lo:.3g}, {hi:.3g}]")
+        raise BadInputError(
+            f"{name} must lie in [0, 1] (cflight's image convention), got range [{lo:.3g}, {hi:.3g}]"
+            f"{_where(x, (x < 0) | (x > 1), index)}; scale them to [0, 1] (uint8 pixels / 255, undo any "
+            "mean/std normalisation: cflight's classifiers normalise inside forward)")
 
 
 def _size(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -30,24 +60,35 @@ def check_model_input(x: Tensor, model: nn.Module, name: str = "model") -> None:
     """Compare ``x`` with the ``in_channels`` / ``image_size`` a cflight network declares (when it does)."""
     channels = getattr(model, "in_channels", None)
     if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"{name} expects {channels}-channel images, got {x.shape[1]} channels")
+        raise BadInputError(f"{name} expects {channels}-channel images, got {x.shape[1]} channels; convert "
+                            f"the data to {channels} channels (e.g. the datamodule's channels: {channels}) "
+                            f"or use a {name} for {x.shape[1]}-channel images")
     size = getattr(model, "image_size", None)
     if size is not None and tuple(x.shape[2:]) != _size(size):
-        raise ValueError(f"{name} expects images of size {_size(size)}, got {tuple(x.shape[2:])}")
+        h, w = _size(size)
+        raise BadInputError(f"{name} expects images of size {_size(size)}, got {tuple(x.shape[2:])}; resize "
+                            f"the data to {h}×{w} (e.g. the datamodule's image_size: {h}) or use a {name} "
+                            f"for {x.shape[2]}×{x.shape[3]} images")
 
 
 def check_target(target: ClassTarget | RegressionTarget, pred: Tensor) -> None:
     """The target must match the batch and the model's output ``pred`` ``[B, K]``."""
     if len(target) != pred.shape[0]:
-        raise ValueError(f"target has {len(target)} entries for a batch of {pred.shape[0]} images")
+        raise BadInputError(f"target has {len(target)} entries for a batch of {pred.shape[0]} images; give "
+                            "one target per image")
     if isinstance(target, ClassTarget):
         n = max(pred.shape[1], 2)
         bad = (target.classes < 0) | (target.classes >= n)
         if bool(bad.any()):
             cls = int(target.classes[bad][0])
-            raise ValueError(f"unknown class index {cls}: the model has {n} classes (0..{n - 1})")
+            raise BadInputError(f"unknown class index {cls}: the model has {n} classes (0..{n - 1}); "
+                                f"choose a target class in 0..{n - 1}")
     elif isinstance(target, RegressionTarget):
+        if pred.ndim != 2 or pred.shape[1] != 1:
+            outputs = pred.shape[1] if pred.ndim == 2 else tuple(pred.shape[1:])
+            raise BadInputError(f"a RegressionTarget needs a model with one output (a regressor), this model "
+                                f"gives {outputs} outputs; use a ClassTarget for a classifier")
         if not bool(torch.isfinite(target.value).all()):
-            raise ValueError("regression target values must be finite")
+            raise BadInputError("regression target values must be finite; replace NaN/Inf target values")
     else:
         raise TypeError(f"target must be a ClassTarget or RegressionTarget, got {type(target).__name__}")

@@ -110,3 +110,14 @@ class Squares(Dataset):
         r, c = torch.randint(self.low, self.high, (2,), generator=g).tolist()
         x[:, r:r + self.side, c:c + self.side] = 1.0
         return {"image": x, "index": i}
+
+
+def tiny_config(template: str, tmp_path, **replace: str) -> str:
+    """Write ``template`` (a YAML with ``OUTPUT_DIR``) to ``tmp_path/config.yaml`` with the output directory
+    ``tmp_path/job`` and each ``old → new`` text replacement; returns the path."""
+    text = open(template).read().replace("OUTPUT_DIR", str(tmp_path / "job"))
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)

@@ -4,17 +4,13 @@ import json
 import pytest
 
 from cflight.cli import main
+from tests.helpers import tiny_config
 
 CONFIG = "tests/configs/explain_tiny.yaml"
 
 
 def _config(tmp_path, **replace):
-    text = open(CONFIG).read().replace("OUTPUT_DIR", str(tmp_path / "job"))
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    return str(path)
+    return tiny_config(CONFIG, tmp_path, **replace)
 
 
 def test_predict_runs_explanation_job(tmp_path, capsys):

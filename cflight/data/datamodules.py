@@ -24,6 +24,7 @@ from cflight.data.mnist import _FOLDER, _HINT, MNIST, FashionMNIST, find_idx_fil
 from cflight.data.poison import PoisonedDataset, PoisonSpec, poison_split
 from cflight.data.shapes import ShapesDataset
 from cflight.data.squares import SquaresDataset
+from cflight.validation import BadInputError
 
 SPLITS = ("train", "val", "test")
 
@@ -123,6 +124,9 @@ class ImageDataModule(LightningDataModule):
         }
         for split in needed.get(stage, list(SPLITS)):
             self.dataset(split)
+        if stage == "predict" and len(self.dataset(self.predict_split)) == 0:
+            raise BadInputError(f"the {self.predict_split!r} split of {type(self).__name__} holds no images, "
+                                "nothing to explain; choose another predict_split or give that split images")
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         return DataLoader(
@@ -403,6 +407,13 @@ class FolderDataModule(ImageDataModule):
             channels=channels,
         )
         self._split_parts: dict[str, Dataset] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Builds the splits; an explanation job (``predict``) skips image files that cannot be decoded and
+        records them (``readable=False``), every other stage stops at such a file, naming it."""
+        super().setup(stage)
+        for dataset in self._datasets.values():
+            base_dataset(dataset).on_unreadable = "skip" if stage == "predict" else "raise"
 
     def _make(self, split: str) -> Dataset | None:
         if self.partition_file is not None:

@@ -7,12 +7,19 @@ sorted class indices), one the regression ``target``, and numeric columns become
 comma-separated file with a header and CelebA's ``list_attr_celeba.txt`` (count line, names line,
 whitespace-separated rows) are read. Filenames are resolved relative to ``root``, else by basename anywhere
 below it (so CelebA's ``img_align_celeba/`` subfolder needs no configuration).
+
+A file that cannot be decoded either stops the job with a one-line error naming it
+(``on_unreadable="raise"``, the default, and what training / validation / testing use) or is skipped
+(``"skip"``, what :class:`~cflight.data.FolderDataModule` uses for ``predict``): the sample then holds a zero
+placeholder image and ``readable=False`` (every sample carries ``readable``), a warning names the file once,
+and :class:`~cflight.lit.ExplainModule` records its index as unreadable instead of explaining it.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,9 +28,13 @@ from torch.utils.data import Dataset
 
 from cflight.data import _checks
 from cflight.data.transforms import load_image
+from cflight.types import READABLE
+from cflight.validation import BadInputError, MissingInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+# what PIL raises for a file it cannot decode (damaged, truncated, not an image, vanished, unreadable)
+UNREADABLE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
@@ -93,6 +104,8 @@ class ImageFolderDataset(Dataset):
         image_size: square side: shorter side resized, then centre-cropped (``None``: keep the file's size).
         crop_size: optional centre crop applied first (178 for aligned CelebA).
         channels: 3 (RGB) or 1 (grey).
+        on_unreadable: ``"raise"`` (stop at a file that cannot be decoded, naming it) or ``"skip"``
+            (placeholder image with ``readable=False``, one warning per file); see the module docstring.
     """
 
     def __init__(
@@ -107,10 +120,13 @@ class ImageFolderDataset(Dataset):
         image_size: int | None = None,
         crop_size: int | None = None,
         channels: int = 3,
+        on_unreadable: str = "raise",
     ) -> None:
         self.root = Path(root)
+        self.on_unreadable = _checks.choice("on_unreadable", on_unreadable, ["raise", "skip"])
+        self._warned: set[str] = set()
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"image folder '{self.root}' does not exist; put your images there or pass root="
             )
         self.resize_to = _checks.optional_size("image_size", image_size)
@@ -137,21 +153,31 @@ class ImageFolderDataset(Dataset):
                 _checks.choice("split", split, ["train", "val", "test"]),
             )
         if not self.files:
-            raise FileNotFoundError(
-                f"no images found in '{self.root}' (extensions {', '.join(IMAGE_EXTENSIONS)})"
+            raise MissingInputError(
+                f"no images found in '{self.root}' (extensions {', '.join(IMAGE_EXTENSIONS)}); put image "
+                "files there or point root at the folder that holds them"
             )
         self.num_classes = len(self.class_names) if self.class_names is not None else None
         side = self.resize_to or self.crop_size
-        if side is not None:
-            self.image_size = (side, side)
-        else:
-            with Image.open(self.files[0]) as im:
-                self.image_size = (im.height, im.width)
+        self.image_size = (side, side) if side is not None else self._first_size()
+
+    def _first_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the first file that can be read (all images must share it without ``image_size``)."""
+        for path in self.files:
+            try:
+                with Image.open(path) as im:
+                    return im.height, im.width
+            except UNREADABLE_ERRORS:
+                continue
+        raise BadInputError(f"none of the {len(self.files)} image files below '{self.root}' can be read "
+                            f"(e.g. '{self.files[0]}'); check that they are images of "
+                            f"{', '.join(IMAGE_EXTENSIONS)}")
 
     def _path(self, name: str, what: str) -> Path:
         path = Path(name) if Path(name).is_absolute() else self.root / name
         if not path.is_file():
-            raise FileNotFoundError(f"{what} file '{path}' not found")
+            raise MissingInputError(f"{what} file '{path}' not found; check the path (relative to root "
+                                    f"'{self.root}')")
         return path
 
     def _from_folders(self) -> None:
@@ -223,7 +249,8 @@ class ImageFolderDataset(Dataset):
                     by_name = {p.name: p for p in list_images(self.root)}
                 path = by_name.get(Path(name).name)
                 if path is None:
-                    raise FileNotFoundError(f"image '{name}' listed in {table} not found below '{self.root}'")
+                    raise MissingInputError(f"image '{name}' listed in {table} not found below "
+                                            f"'{self.root}'; add the file or remove its row")
             files.append(path)
         return files
 
@@ -242,12 +269,32 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def _load(self, i: int) -> tuple[torch.Tensor, bool]:
+        """Image ``i`` and whether its file could be read (else, with ``on_unreadable="skip"``, a zero
+        placeholder)."""
+        path = self.files[i]
+        try:
+            image = load_image(str(path), self.in_channels, self.crop_size, self.resize_to)
+        except UNREADABLE_ERRORS as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
+            what = f"image file '{path}' cannot be read ({type(err).__name__}: {detail})"
+            if self.on_unreadable == "raise":
+                raise BadInputError(f"{what}; replace or delete it (explanation jobs skip such files and "
+                                    "record them; training stops so no placeholder is learned)") from None
+            if str(path) not in self._warned:
+                self._warned.add(str(path))
+                warnings.warn(f"{what}: skipped (recorded as unreadable, not explained)", stacklevel=3)
+            return torch.zeros(self.in_channels, *self.image_size), False
+        if tuple(image.shape[1:]) != tuple(self.image_size):
+            h, w = self.image_size
+            raise BadInputError(f"image file '{path}' is {image.shape[1]}×{image.shape[2]}, the folder's "
+                                f"first image {h}×{w}; set image_size to bring all images to one size")
+        return image, True
+
     def __getitem__(self, i: int) -> dict:
         i = int(i)
-        sample = {
-            "image": load_image(str(self.files[i]), self.in_channels, self.crop_size, self.resize_to),
-            "index": i,
-        }
+        image, readable = self._load(i)
+        sample = {"image": image, "index": i, READABLE: readable}
         if self.labels is not None:
             sample["label"] = self.labels[i]
         if self.targets is not None:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from cflight.data import _checks
 from cflight.data.morphometrics import MORPHOMETRIC_NAMES, morphometrics
 from cflight.data.transforms import resize
+from cflight.validation import BadInputError, MissingInputError
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -113,15 +114,21 @@ def prepare_mnist_raw(root: str | os.PathLike, name: str = "mnist") -> Path:
 def read_idx(path: str) -> Tensor:
     """Read an idx file (optionally gzipped) into a uint8 tensor of its declared shape."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # a truncated or damaged gzip stream, an unreadable file
+        detail = str(err).splitlines()[0] if str(err) else "damaged"
+        raise BadInputError(f"{path} cannot be read ({type(err).__name__}: {detail})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file")
+        raise BadInputError(f"{path} is not an unsigned-byte idx file")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise BadInputError(f"{path} is truncated: its header ends after {len(data)} bytes")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
+        raise BadInputError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
     return torch.from_numpy(array.reshape(shape).copy())
 
 
@@ -158,14 +165,19 @@ class MNIST(Dataset):
             files = find_idx_files(self.root, self.name, split)
         if files is None:
             raw = Path(self.root) / _FOLDER[self.name] / "raw"
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{_FOLDER[self.name]} not found in '{raw}' nor offline; {_HINT[self.name]}, "
                 "or pass download=True"
             )
         self.files = files
-        self.images, self.labels = read_idx(str(files[0])), read_idx(str(files[1])).long()
+        fix = f"replace the damaged file (delete it and {_HINT[self.name]}, or pass download=True)"
+        try:
+            self.images, self.labels = read_idx(str(files[0])), read_idx(str(files[1])).long()
+        except BadInputError as err:
+            raise BadInputError(f"{err}; {fix}") from None
         if self.images.ndim != 3 or len(self.images) != len(self.labels):
-            raise ValueError(f"{files[0]} and {files[1]} do not form an image/label pair")
+            raise BadInputError(f"{files[0]} and {files[1]} do not form an image/label pair "
+                                f"({tuple(self.images.shape)} images, {len(self.labels)} labels); {fix}")
         self.num_classes, self.in_channels = 10, 1
         self.image_size = (image_size, image_size) if image_size else tuple(self.images.shape[1:])
         self.descriptor_names = list(MORPHOMETRIC_NAMES) if self.with_descriptors else []

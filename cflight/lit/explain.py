@@ -13,8 +13,8 @@ from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
 from cflight.methods.compare import MethodComparison
 from cflight.models.registry import load_net
-from cflight.targets import SecondMostLikely, TargetPolicy
-from cflight.types import IMAGE, INDEX, LABEL, ClassTarget, CounterfactualOutput
+from cflight.targets import FixedClass, SecondMostLikely, TargetPolicy
+from cflight.types import IMAGE, INDEX, LABEL, READABLE, ClassTarget, CounterfactualOutput
 from cflight.validation import check_images, check_model_input
 
 
@@ -23,7 +23,10 @@ class ExplainModule(LightningModule):
 
     ``predict_step`` returns a dict of detached CPU tensors, one row per explained image, that
     :class:`~cflight.lit.writer.CounterfactualWriter` stores as a shard. Images whose dataset index is in
-    ``skip_indices`` (set by the writer from finished shards) are not recomputed.
+    ``skip_indices`` (set by the writer from finished shards) are not recomputed. Rows whose batch key
+    ``readable`` is False (a file the dataset could not decode; its image is a placeholder) are dropped before
+    any check and their dataset indices returned as ``"unreadable"`` (``[n]`` long; the only key when no row
+    was readable), so one bad file among thousands does not stop the job.
 
     Descriptor attributions (Goldwasser & Hooker 2025, §1.6): with ``descriptors`` set, each row also holds
     ``descriptor_delta = a(after) − a(before)`` ``[K]``. In ``"latent"`` space the descriptor model reads the
@@ -62,6 +65,11 @@ class ExplainModule(LightningModule):
         self.method = method
         self.model = model.eval().requires_grad_(False)
         self.target_policy = target_policy or SecondMostLikely()
+        n = getattr(model, "num_classes", None)
+        if isinstance(self.target_policy, FixedClass) and isinstance(n, int) and n >= 1 \
+                and self.target_policy.target_class >= max(n, 2):
+            raise ValueError(f"unknown target_class {self.target_policy.target_class}: the model has "
+                             f"{max(n, 2)} classes (0..{max(n, 2) - 1}); choose a target_class in that range")
         self.class_names = class_names
         self.descriptors = descriptors.eval().requires_grad_(False) if descriptors is not None else None
         self.descriptor_space = descriptor_space
@@ -88,17 +96,23 @@ class ExplainModule(LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0, dataloader_idx: int = 0) -> dict[str, Tensor] | None:
         index = batch[INDEX].long()
         todo = torch.tensor([int(i) not in self.skip_indices for i in index.tolist()], dtype=torch.bool)
+        unreadable = None
+        if READABLE in batch:
+            readable = torch.as_tensor(batch[READABLE]).bool().reshape(-1).cpu()
+            unreadable = index.cpu()[todo & ~readable]
+            todo &= readable
+        unread = {} if unreadable is None or not len(unreadable) else {"unreadable": unreadable}
         if not bool(todo.any()):
-            return None
+            return unread or None
         rows = todo.nonzero().squeeze(1).to(index.device)
         x, index = batch[IMAGE][rows], index[rows]
-        check_images(x)
+        check_images(x, index=index)
         check_model_input(x, self.model)
         with torch.no_grad():
             logits = self.model(x)
         target, keep = self.target_policy(logits, {k: v[rows] for k, v in batch.items() if isinstance(v, Tensor)})
         if not bool(keep.any()):
-            return None
+            return unread or None
         sel = keep.nonzero().squeeze(1)
         x, index, logits, target = x[sel], index[sel], logits[sel], target.select(sel)
         out = self.method(x, target, self.model, index=index, pred=logits)
@@ -118,7 +132,7 @@ class ExplainModule(LightningModule):
                 result[key] = value
         if self.descriptors is not None:
             result.update(self._describe(x, out))
-        return {k: v.detach().cpu() for k, v in result.items()}
+        return {**{k: v.detach().cpu() for k, v in result.items()}, **unread}
 
     @torch.no_grad()
     def _score(self, out: CounterfactualOutput, x: Tensor, target: ClassTarget) -> dict[str, Tensor]:

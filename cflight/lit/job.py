@@ -14,15 +14,16 @@ from typing import Any
 
 from cflight.lit.fingerprint import differences
 from cflight.lit.shards import CorruptShard, ShardInfo, quarantine, scan, shard_paths, verify
+from cflight.validation import BadInputError
 
 JOB_FILE = "job.json"
 
 
-class JobMismatch(ValueError):
+class JobMismatch(BadInputError):
     """The output directory holds shards of another job (other weights, hyper-parameters, data or seed)."""
 
 
-class OutputDirError(OSError):
+class OutputDirError(BadInputError, OSError):
     """The output directory cannot be written (a file is in the way, no permission, disk nearly full)."""
 
 
@@ -53,7 +54,8 @@ class JobDirectory:
         while not os.path.exists(ancestor):
             ancestor = os.path.dirname(ancestor)
         if not os.path.isdir(ancestor):
-            raise OutputDirError(f"output_dir {self.path!r} cannot be created: {ancestor!r} is a file")
+            raise OutputDirError(f"output_dir {self.path!r} cannot be created: {ancestor!r} is a file; remove it "
+                                 "or choose another output_dir")
         if not os.access(ancestor, os.W_OK | os.X_OK):
             raise OutputDirError(f"output_dir {self.path!r} cannot be written: no write permission on "
                                  f"{ancestor!r}; choose another output_dir")

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cflight.validation import BadInputError, MissingInputError
+
 _REGISTRY: dict[str, tuple[str, Callable[..., nn.Module]]] = {}
 KINDS = ("classifier", "regressor", "generator", "descriptor", "discriminator", "encoder", "denoiser")
 
@@ -72,34 +74,63 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
     cflight network, or a network of the wrong kind.
     """
     what = f"a cflight {expected_kind} checkpoint" if expected_kind else "a cflight checkpoint"
+    fix = ("export one with cflight.lit.export_checkpoint (Lightning checkpoints) or "
+           "cflight.models.registry.export_net")
+    if os.path.isdir(path):
+        raise MissingInputError(f"checkpoint {path!r} is a directory (expected {what} file); give the "
+                                "file's path")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} not found (expected {what})")
+        raise MissingInputError(f"checkpoint {path!r} not found (expected {what}); check the path, relative "
+                                f"to {os.getcwd()!r}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt file, pickle of arbitrary objects, not a torch file
-        raise ValueError(f"checkpoint {path!r} could not be read as {what}: {type(err).__name__}") from None
+        raise BadInputError(f"checkpoint {path!r} could not be read as {what}: {type(err).__name__} "
+                            "(truncated, damaged or not a torch file); copy or export it again") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {path!r} is not {what}")
+        raise BadInputError(f"checkpoint {path!r} is not {what} (it holds a {type(ckpt).__name__}); {fix}")
+    hp = ckpt.get("hyper_parameters")
     if "cflight_net" in ckpt:
-        name, kwargs, state = ckpt["cflight_net"], ckpt["net_kwargs"], ckpt["state_dict"]
-    elif isinstance(ckpt.get("hyper_parameters"), dict) and isinstance(ckpt["hyper_parameters"].get("net"), str):
-        hp = ckpt["hyper_parameters"]
+        name, kwargs, state = ckpt["cflight_net"], ckpt.get("net_kwargs") or {}, ckpt.get("state_dict")
+    elif isinstance(hp, dict) and isinstance(hp.get("net"), str):
         name, kwargs = hp["net"], dict(hp.get("net_kwargs") or {})
-        state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        state = {k.removeprefix("net."): v for k, v in (ckpt.get("state_dict") or {}).items()
+                 if k.startswith("net.")}
     else:
-        raise ValueError(f"checkpoint {path!r} holds no cflight network (expected {what})")
+        raise BadInputError(f"checkpoint {path!r} holds no cflight network (expected {what}; a plain state "
+                            f"dict does not say which network it belongs to); {fix}")
     try:
         kind = net_kind(name)
     except KeyError as err:
-        raise ValueError(f"checkpoint {path!r}: {err.args[0]}") from None
+        raise BadInputError(f"checkpoint {path!r}: {err.args[0]}") from None
     if expected_kind is not None and kind != expected_kind:
-        raise ValueError(f"checkpoint {path!r} holds a {kind} ({name!r}), expected a {expected_kind}")
-    net = build_net(name, **kwargs)
+        raise BadInputError(f"checkpoint {path!r} holds a {kind} ({name!r}), expected a {expected_kind}; "
+                            f"pass a {expected_kind} checkpoint here")
+    if not isinstance(state, dict):
+        raise BadInputError(f"checkpoint {path!r} holds no weights for network {name!r}; {fix}")
+    try:
+        net = build_net(name, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise BadInputError(f"checkpoint {path!r}: network {name!r} cannot be built from its net_kwargs "
+                            f"{dict(kwargs)}: {str(err).splitlines()[0]}; export it again with net_kwargs "
+                            "this version of the network accepts") from None
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing tensors (e.g. {missing[0]!r})" if missing else "",
+                 f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]!r})" if unexpected else "",
+                 f"{len(shapes)} of other shapes (e.g. {shapes[0]!r}: file {tuple(state[shapes[0]].shape)}, "
+                 f"network {tuple(own[shapes[0]].shape)})" if shapes else ""]
+        raise BadInputError(f"checkpoint {path!r} does not fit network {name!r} built from its net_kwargs: "
+                            f"{', '.join(p for p in parts if p)}; export it again from the run that trained "
+                            "it")
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
-        raise ValueError(f"checkpoint {path!r} does not fit network {name!r}: {first}") from None
+        raise BadInputError(f"checkpoint {path!r} does not fit network {name!r}: {first}") from None
     return net.eval()
 
 
