@@ -147,7 +147,7 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "cflight", "benchmarks"], cwd=ROOT,
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "cflight", "benchmarks"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
     report = {
         "benchmark": "assembly_memory",
