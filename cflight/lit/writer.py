@@ -163,7 +163,8 @@ class CounterfactualWriter(BasePredictionWriter):
         seconds = time.perf_counter() - self._start
         device = pl_module.device
         # Collectives take tensors on the module's device: NCCL rejects CPU tensors.
-        computed = int(trainer.strategy.reduce(torch.tensor(float(self._computed), device=device), reduce_op="sum"))
+        count = torch.tensor(float(self._computed), device=device)
+        computed = int(trainer.strategy.reduce(count, reduce_op="sum"))
         trainer.strategy.barrier("cflight-writer")
         plan = make_plan(self.job.infos())
         reduced = self.reduce(plan, pl_module, trainer.global_rank, trainer.world_size, device)
