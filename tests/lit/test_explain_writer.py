@@ -3,6 +3,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -119,3 +120,18 @@ def test_policy_threshold_validation():
         SecondMostLikely(threshold=1.0)
     with pytest.raises(ValueError, match="gallery_size"):
         CounterfactualWriter("x", gallery_size=-1)
+
+
+def test_save_images_writes_browsable_pngs(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "job"
+    _trainer(tmp_path, CounterfactualWriter(str(out), save_images=True)).predict(
+        _module(), DataLoader(TinyDicts(5), batch_size=2), return_predictions=False)
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert "000000004_original.png" in names and "000000004_counterfactual.png" in names
+    assert "000000000_reconstruction.png" in names  # a latent method's starting point too
+    img = Image.open(out / "images" / "000000002_original.png")
+    assert img.size == (4, 4)
+    x = TinyDicts(5).x[2, 0]
+    assert abs(np.asarray(img)[..., 0] / 255.0 - x.numpy()).max() <= 0.5 / 255 + 1e-6
