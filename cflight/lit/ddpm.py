@@ -31,8 +31,9 @@ class DDPMModule(LightningModule):
     (``sample_respacing`` steps of ``sample_method``) to loggers that take images.
 
     Improved-DDPM's defaults: T = 1000, Adam lr 1e-4, EMA 0.9999, batch 128; schedule ``linear`` as ADM
-    (the paper also uses ``cosine``). The schedule is not stored in the network: methods using the
-    denoiser must be given the same ``num_timesteps``/``schedule``.
+    (the paper also uses ``cosine``). :func:`~cflight.lit.export_checkpoint` stores ``num_timesteps``,
+    ``schedule`` and the variance type in the exported file, and the methods using the denoiser read and
+    check them (:mod:`~cflight.models.generative.training_schedule`).
 
     :param net: registered denoiser name (``"unet"``) or a module.
     :param net_kwargs: constructor arguments of a named network.

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from cflight.models.generative.training_schedule import TrainingSchedule
 from cflight.models.registry import export_net, net_kind
 
 
@@ -31,6 +32,9 @@ def export_checkpoint(ckpt_path: str, out_path: str, metadata: dict[str, Any] | 
         raise ValueError(f"checkpoint {ckpt_path!r} has no 'net.' weights")
     meta = {"source_checkpoint": os.path.basename(ckpt_path), "epoch": ckpt.get("epoch"),
             "global_step": ckpt.get("global_step"), **dict(metadata or {})}
+    trained = TrainingSchedule.from_hparams(hp) if net_kind(name) == "denoiser" else None
+    if trained is not None:  # the diffusion the denoiser belongs to travels with it (checked by DVCE, AC-RE)
+        meta["diffusion"] = trained.as_record()
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     export_net(name, kwargs, state, out_path, meta)
     return {"net": name, "net_kwargs": kwargs, "kind": net_kind(name),

@@ -15,6 +15,7 @@ from cflight.methods.base import CounterfactualMethod
 from cflight.methods.early_stop import FrozenSamples
 from cflight.models.acceleration import Acceleration
 from cflight.models.generative.diffusion import GaussianDiffusion, MeanVariance, from_diffusion, to_diffusion
+from cflight.models.generative.training_schedule import resolve_schedule
 from cflight.models.registry import load_net
 from cflight.rng import Stream, per_sample_normal, per_sample_uniform
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
@@ -74,7 +75,9 @@ class DVCE(CounterfactualMethod):
         denoiser: ε-prediction network ``net(x_t, t_orig) -> [B, C or 2C, H, W]`` (a ``"unet"``), or the path
             of a cflight denoiser checkpoint. ``2C`` outputs = learned-range variance.
         robust_model: the perceptually aligned guiding model (module or checkpoint path), or ``None``.
-        num_timesteps, schedule: the diffusion the denoiser was trained with (1000, ``"linear"``).
+        num_timesteps, schedule: the diffusion the denoiser was trained with; ``None`` (default) reads them from
+            the denoiser file (:mod:`~cflight.models.generative.training_schedule`), and a value that
+            contradicts the file is a one-line error. A denoiser without a record: 1000, ``"linear"``.
         timestep_respacing: :func:`~cflight.models.generative.diffusion.space_timesteps` spec (``"200"``).
         skip_timesteps: late start; ``T_resp − skip`` reverse steps (0 returns the input unchanged).
         classifier_lambda: λ_c. distance_lambda: λ_d. distance_p: p of the l_p distance (1).
@@ -90,13 +93,16 @@ class DVCE(CounterfactualMethod):
     """
 
     def __init__(self, denoiser: nn.Module | str, robust_model: nn.Module | str | None = None,
-                 num_timesteps: int = 1000, schedule: str = "linear", timestep_respacing: str | int = "200",
+                 num_timesteps: int | None = None, schedule: str | None = None, timestep_respacing: str | int = "200",
                  skip_timesteps: int = 100, classifier_lambda: float = 0.1, distance_lambda: float = 0.15,
                  distance_p: float = 1.0, cone_angle: float | None = 30.0, aug_num: int = 1,
                  denoise_dist_input: bool = True, fixed_variance: str = "small", two_pass: bool = False,
                  early_stop: bool = False, max_batch_size: int | None = None, seed: int = 1,
                  acceleration: Acceleration | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
+        if isinstance(denoiser, str):
+            denoiser = load_net(denoiser, expected_kind="denoiser")
+        num_timesteps, schedule = resolve_schedule(denoiser, num_timesteps, schedule, "DVCE")
         self.diffusion = GaussianDiffusion(num_timesteps, schedule, timestep_respacing, fixed_variance)
         steps = self.diffusion.num_steps
         if not isinstance(skip_timesteps, int) or not 0 <= skip_timesteps <= steps:
@@ -111,8 +117,6 @@ class DVCE(CounterfactualMethod):
             raise ValueError(f"cone_angle must be in [0, 90) degrees or None, got {cone_angle}")
         if not isinstance(aug_num, int) or aug_num < 1:
             raise ValueError(f"aug_num must be an int >= 1, got {aug_num!r}")
-        if isinstance(denoiser, str):
-            denoiser = load_net(denoiser, expected_kind="denoiser")
         if isinstance(robust_model, str):
             robust_model = load_net(robust_model)
         self.denoiser = self.accelerate(denoiser.requires_grad_(False))

@@ -131,7 +131,23 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise BadInputError(f"checkpoint {path!r} does not fit network {name!r}: {first}") from None
+    if kind == "denoiser":
+        _attach_training_schedule(net, ckpt, hp)
     return net.eval()
+
+
+def _attach_training_schedule(net: nn.Module, ckpt: dict[str, Any], hp: Any) -> None:
+    """A denoiser carries the diffusion it was trained with (``net.training_schedule``), for the methods to check."""
+    from cflight.models.generative.training_schedule import TrainingSchedule
+
+    if "cflight_net" in ckpt:
+        trained = TrainingSchedule.from_record((ckpt.get("metadata") or {}).get("diffusion"))
+    else:  # a Lightning checkpoint of a DDPMModule
+        trained = TrainingSchedule.from_hparams(hp)
+    if trained is None:
+        net.training_schedule_unknown = True
+    else:
+        net.training_schedule = trained
 
 
 def _ensure_builtin() -> None:

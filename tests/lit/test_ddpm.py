@@ -6,10 +6,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
-from cflight.lit import DDPMModule
+from cflight.lit import DDPMModule, export_checkpoint
 from cflight.methods import DVCE
+from cflight.models.generative.training_schedule import TrainingSchedule
 from cflight.models.registry import load_net
 from cflight.types import ClassTarget
+from cflight.validation import BadInputError
 from tests.helpers import LinearClassifier, Squares
 
 NET_KWARGS = {"in_channels": 1, "image_size": 8, "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
@@ -68,6 +70,22 @@ def test_training_ema_checkpoint_and_dvce(tmp_path, learn_sigma):
     method = DVCE(str(path), num_timesteps=100, timestep_respacing="10", skip_timesteps=7)
     out = method(torch.rand(2, 1, 8, 8), ClassTarget(torch.tensor([0, 1])), LinearClassifier(2, 1, 8))
     assert out.x_cf.shape == (2, 1, 8, 8) and out.steps.tolist() == [3, 3]
+
+    # the training schedule travels with the denoiser (Lightning checkpoint and exported file) and is checked
+    variance = "learned_range" if learn_sigma else "fixed"
+    exported = tmp_path / "ddpm.pt"
+    export_checkpoint(str(path), str(exported))
+    for source in (path, exported):
+        assert load_net(str(source), "denoiser").training_schedule == TrainingSchedule(100, "linear", variance)
+        assert DVCE(str(source), timestep_respacing="10", skip_timesteps=7).diffusion.num_timesteps == 100
+        with pytest.raises(BadInputError) as err:
+            DVCE(str(source), schedule="cosine", timestep_respacing="10", skip_timesteps=7)
+        message = str(err.value)
+        assert len(message.splitlines()) == 1
+        assert "trained with a 100-step 'linear' schedule, not schedule='cosine'" in message
+        assert "leave num_timesteps and schedule unset" in message
+        with pytest.raises(BadInputError, match="not num_timesteps=1000"):
+            DVCE(str(source), num_timesteps=1000)
 
 
 def test_validation_losses_do_not_depend_on_the_batch_size(tmp_path):
