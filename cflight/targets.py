@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cflight.types import LABEL, ClassTarget
+from cflight.types import LABEL, TARGET, ClassTarget, RegressionTarget, Target
 from cflight.validation import BadInputError
 
 
@@ -18,11 +18,96 @@ def _check_threshold(threshold: float, name: str = "threshold") -> float:
 
 
 class TargetPolicy(ABC):
-    """Maps the explained model's logits on a batch to a target and a mask of images to explain."""
+    """Maps the explained model's outputs on a batch to a target and a mask of images to explain.
+
+    A policy with ``targets_per_image = k > 1`` gives ``k`` targets per image, image-major (rows ``b·k … b·k +
+    k − 1`` are image ``b``'s): the explanation job explains each image toward each, one result row per
+    (dataset index, target slot).
+    """
+
+    targets_per_image: int = 1
+    task: str = "classification"  # or "regression": the policy gives RegressionTargets for a regressor
 
     @abstractmethod
-    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
-        """Args: ``logits`` ``[B, K]``, the dict batch. Returns ``(target, keep [B] bool)``."""
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[Target, Tensor]:
+        """Args: ``logits`` ``[B, K]`` (a regressor's ``[B, 1]`` values), the dict batch.
+        Returns ``(target, keep)`` with ``B · targets_per_image`` entries each (``keep`` bool)."""
+
+
+def _check_tolerance(tolerance: float) -> float:
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    return float(tolerance)
+
+
+def _regressor_output(values: Tensor, policy: str) -> Tensor:
+    if values.ndim != 2 or values.shape[1] != 1:
+        raise BadInputError(f"{policy} needs a regressor (one output per image), this model gives "
+                            f"{values.shape[1] if values.ndim == 2 else tuple(values.shape)} outputs; use a class "
+                            "policy (SecondMostLikely, FixedClass, TrueLabel) for a classifier")
+    return values[:, 0]
+
+
+class FixedValue(TargetPolicy):
+    """Every image toward the regression value ``value``, reached when ``|f(x) − value| ≤ tolerance``
+    (Ha & Bender 2025, spec §2.2: δ = 0.05); images already within it are skipped."""
+
+    task = "regression"
+
+    def __init__(self, value: float, tolerance: float = 0.05) -> None:
+        self.value, self.tolerance = float(value), _check_tolerance(tolerance)
+
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[RegressionTarget, Tensor]:
+        y = _regressor_output(logits, "FixedValue")
+        value = torch.full_like(y, self.value, dtype=torch.float32)
+        return RegressionTarget(value, self.tolerance), (y - value).abs() > self.tolerance
+
+
+class SquaresMirror(TargetPolicy):
+    """The squares "mirror" experiment (spec §2.2): the inner square's red ``y`` (the dataset's ``target``)
+    moves to the other half of [0, 1]: ``y255 = cast(255·y)``, ``ỹ = (y255 + 128)/255`` if ``y255 ≤ 127``,
+    else ``(y255 − 128)/255``.
+
+    ``cast="truncate"`` is the reference's (a truncating ``uint8``; float error can turn 127.0 into 126);
+    ``"round"`` is the documented deviation that avoids it.
+    """
+
+    task = "regression"
+
+    def __init__(self, tolerance: float = 0.05, cast: str = "truncate") -> None:
+        if cast not in ("truncate", "round"):
+            raise ValueError(f"cast must be 'truncate' or 'round', got {cast!r}")
+        self.tolerance, self.cast = _check_tolerance(tolerance), cast
+
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[RegressionTarget, Tensor]:
+        _regressor_output(logits, "SquaresMirror")
+        if TARGET not in batch:
+            raise BadInputError("SquaresMirror needs batches with a 'target' key (the squares dataset's red "
+                                "value); use cflight.data.SquaresDataModule or another target_policy")
+        y = torch.as_tensor(batch[TARGET], dtype=torch.float64, device=logits.device) * 255
+        y255 = y.floor() if self.cast == "truncate" else y.round()
+        value = torch.where(y255 <= 127, y255 + 128, y255 - 128) / 255
+        return RegressionTarget(value.float(), self.tolerance), torch.ones_like(value, dtype=torch.bool)
+
+
+class SeveralValues(TargetPolicy):
+    """Each image toward each of ``values`` (the paper's "granular reference values", spec §2.2:
+    0.1, 0.2, 0.4, 0.6, 0.8): ``len(values)`` result rows per image, keyed by (dataset index, target slot).
+    Targets an image already reaches are skipped."""
+
+    task = "regression"
+
+    def __init__(self, values: list[float] = (0.1, 0.2, 0.4, 0.6, 0.8), tolerance: float = 0.05) -> None:
+        if not len(values):
+            raise ValueError("values must hold at least one target value")
+        self.values, self.tolerance = [float(v) for v in values], _check_tolerance(tolerance)
+        self.targets_per_image = len(self.values)
+
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[RegressionTarget, Tensor]:
+        y = _regressor_output(logits, "SeveralValues")
+        values = torch.tensor(self.values, dtype=torch.float32, device=logits.device).repeat(len(y))
+        y = y.repeat_interleave(len(self.values))
+        return RegressionTarget(values, self.tolerance), (y - values).abs() > self.tolerance
 
 
 class FixedClass(TargetPolicy):

@@ -16,6 +16,7 @@ INDEX = "index"
 LABEL = "label"
 TARGET = "target"
 DESCRIPTORS = "descriptors"
+MASK = "mask"  # [1, H, W] pixels of the explained factor (squares: the inner square), where a dataset has one
 # bool: False for a sample whose file could not be read (its image is a placeholder); absent means readable.
 READABLE = "readable"
 

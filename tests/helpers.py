@@ -45,6 +45,23 @@ class LinearClassifier(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class LinearRegressor(nn.Module):
+    """A regressor ``sigmoid(w·flatten(x) / √d)`` ``[B, 1]`` (values in (0, 1), like the squares' red)."""
+
+    def __init__(self, channels: int = 1, size: int = 4, seed: int = 1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.in_channels, self.image_size = channels, (size, size)
+        d = channels * size * size
+        self.fc = nn.Linear(d, 1)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=g) / d**0.5)
+            self.fc.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc(x.flatten(1)))
+
+
 class ConstantClassifier(nn.Module):
     """Outputs fixed logits whatever the input: its input gradient is exactly zero."""
 

@@ -33,7 +33,8 @@ _STREAMS = {"train": 0, "val": 1, "test": 2}
 
 class SquaresDataset(Dataset):
     """The squares regression dataset as cflight dict samples (``image``, ``index``, ``label``, ``target``,
-    ``descriptors`` = ``colour_a``, ``colour_b`` (both /255), ``pos_x``, ``pos_y`` (frame corner / 64)).
+    ``mask`` ``[1, H, W]`` of the inner square, ``descriptors`` = ``colour_a``, ``colour_b`` (both /255),
+    ``pos_x``, ``pos_y`` (frame corner / 64)).
 
     Args:
         length: number of images (default 16,000 for "factorial", all 315 for a grid).
@@ -102,11 +103,14 @@ class SquaresDataset(Dataset):
         o = (FRAME - INNER) // 2
         image[py + o : py + o + INNER, px + o : px + o + INNER] = (colour_a, 0, 0)
         image = np.round(np.clip(image + noise[..., None], 0, 255)) / 255.0
+        mask = torch.zeros(1, SIDE, SIDE)
+        mask[:, py + o : py + o + INNER, px + o : px + o + INNER] = 1.0  # the inner square (the target's pixels)
         return {
             "image": torch.from_numpy(rearrange(image, "h w c -> c h w").astype(np.float32)),
             "index": i,
             "label": int(colour_a >= 128),
             "target": colour_a / 255.0,
+            "mask": mask,
             "descriptors": torch.tensor(
                 [colour_a / 255, colour_b / 255, px / SIDE, py / SIDE], dtype=torch.float32
             ),

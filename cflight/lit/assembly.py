@@ -25,18 +25,18 @@ class ShardPlan:
 
     paths: list[str]
     keep: list[Tensor]          # [n_i] long positions of the kept rows of shard i
-    kept_index: list[Tensor]    # [n_i] their dataset indices
+    kept_keys: list[Tensor]    # [n_i] their row keys (dataset index · 2^16 + target slot, shards.row_key)
     unreadable: Tensor          # sorted unique indices of images skipped as unreadable
 
     @property
     def n_rows(self) -> int:
         return sum(len(k) for k in self.keep)
 
-    def indices(self) -> Tensor:
-        """All kept dataset indices, sorted ``[N]``."""
-        if not self.kept_index:
+    def keys(self) -> Tensor:
+        """All kept row keys, sorted ``[N]`` (:func:`~cflight.lit.shards.row_key`: by index, then target slot)."""
+        if not self.kept_keys:
             return torch.zeros(0, dtype=torch.long)
-        return torch.cat(self.kept_index).sort().values
+        return torch.cat(self.kept_keys).sort().values
 
     def share(self, rank: int, world_size: int) -> list[int]:
         """The shard numbers process ``rank`` reads (they partition the shards whatever the world size)."""
@@ -44,22 +44,24 @@ class ShardPlan:
 
 
 def make_plan(infos: Sequence[ShardInfo]) -> ShardPlan:
-    """Deduplicate rows across shards (first shard in name order wins) from their indices alone."""
+    """Deduplicate rows across shards (first shard in name order wins) from their keys alone."""
     seen: set[int] = set()
-    paths, keep, kept_index, unreadable = [], [], [], set()
+    explained: set[int] = set()
+    paths, keep, kept_keys, unreadable = [], [], [], set()
     for info in sorted(infos, key=lambda s: s.path):
         rows = []
-        for j, idx in enumerate(info.index.tolist()):
-            if idx not in seen:
-                seen.add(idx)
+        for j, key in enumerate(info.key.tolist()):
+            if key not in seen:
+                seen.add(key)
                 rows.append(j)
+        explained.update(info.index.tolist())
         unreadable.update(info.unreadable.tolist())
         pos = torch.tensor(rows, dtype=torch.long)
         paths.append(info.path)
         keep.append(pos)
-        kept_index.append(info.index[pos] if rows else torch.zeros(0, dtype=torch.long))
-    unread = torch.tensor(sorted(unreadable - seen), dtype=torch.long)
-    return ShardPlan(paths, keep, kept_index, unread)
+        kept_keys.append(info.key[pos] if rows else torch.zeros(0, dtype=torch.long))
+    unread = torch.tensor(sorted(unreadable - explained), dtype=torch.long)
+    return ShardPlan(paths, keep, kept_keys, unread)
 
 
 def kept_rows(plan: ShardPlan, i: int, keys: Sequence[str], rows: Tensor | None = None) -> dict[str, Tensor]:
@@ -76,19 +78,19 @@ def iter_share(plan: ShardPlan, keys: Sequence[str], rank: int = 0, world_size: 
 
 
 def rows_in_index_order(plan: ShardPlan, load: Callable[[int], list[Any]]) -> Iterator[Any]:
-    """Items of every kept row in dataset-index order, where ``load(i)`` gives shard ``i``'s items.
+    """Items of every kept row in key order (dataset index, then target slot); ``load(i)`` gives shard ``i``'s.
 
     ``load(i)`` returns one item per kept row of shard ``i``, in the order of ``plan.keep[i]``. Shards are
     opened in order of their smallest index, and a row is released as soon as no unopened shard can hold a
     smaller index, so only shards whose index ranges overlap are in memory together (a sequential or
     distributed sampler: about one per process; a shuffled one: all rows' small items, never their images).
     """
-    order = sorted((int(k.min()), i) for i, k in enumerate(plan.kept_index) if len(k))
+    order = sorted((int(k.min()), i) for i, k in enumerate(plan.kept_keys) if len(k))
     heap: list[tuple[int, int, int, Any]] = []
     for n, (first, i) in enumerate(order):
         while heap and heap[0][0] < first:
             yield heapq.heappop(heap)[3]
-        for j, (idx, item) in enumerate(zip(plan.kept_index[i].tolist(), load(i))):
+        for j, (idx, item) in enumerate(zip(plan.kept_keys[i].tolist(), load(i))):
             heapq.heappush(heap, (idx, n, j, item))
     while heap:
         yield heapq.heappop(heap)[3]

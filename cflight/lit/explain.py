@@ -8,13 +8,14 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from cflight.attribution.local import descriptor_change
-from cflight.lit.results import method_key
+from cflight.lit.results import SUMMARY_COLUMNS, method_key
+from cflight.lit.shards import SLOT
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
 from cflight.methods.compare import MethodComparison
 from cflight.models.registry import load_net
 from cflight.targets import FixedClass, SecondMostLikely, TargetPolicy
-from cflight.types import IMAGE, INDEX, LABEL, READABLE, ClassTarget, CounterfactualOutput
+from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, ClassTarget, CounterfactualOutput, RegressionTarget, Target
 from cflight.validation import check_images, check_model_input
 
 
@@ -45,6 +46,16 @@ class ExplainModule(LightningModule):
         descriptor_names: names of the K descriptors (default: the model's ``names`` attribute).
         standardize_descriptors: rank global attributions by change ÷ the descriptor's standard deviation over
             the explained originals (for continuous descriptors with different units, e.g. morphometrics).
+        oracle: an independently trained model of the same task (other seed or architecture; module or
+            checkpoint path): each row also records whether it agrees that the counterfactual reaches the
+            target (``oracle_valid``; for a regressor also its prediction and error), which tells real
+            changes from ones only the explained model sees.
+
+    Regressors: with a regression policy (:class:`~cflight.targets.FixedValue`,
+    :class:`~cflight.targets.SquaresMirror`, :class:`~cflight.targets.SeveralValues`) ``model`` is a
+    regressor and each row holds ``prediction`` ŷ, ``target_value`` ỹ, ``tolerance`` δ, ``prediction_cf`` ŷ'
+    and ``abs_error`` |ŷ' − ỹ|; a policy with several targets per image gives one row per (index,
+    ``target_slot``).
 
     With a :class:`~cflight.methods.MethodComparison` as ``method`` the row's main keys hold the primary
     method's result and each other method's ``x_cf, logits_cf, success, steps, valid, l1, l2`` are stored
@@ -54,17 +65,22 @@ class ExplainModule(LightningModule):
     def __init__(self, method: CounterfactualMethod, model: nn.Module | str,
                  target_policy: TargetPolicy | None = None, class_names: list[str] | None = None,
                  descriptors: nn.Module | str | None = None, descriptor_space: str = "image",
-                 descriptor_names: list[str] | None = None, standardize_descriptors: bool = False) -> None:
+                 descriptor_names: list[str] | None = None, standardize_descriptors: bool = False,
+                 oracle: nn.Module | str | None = None) -> None:
         super().__init__()
+        self.target_policy = target_policy or SecondMostLikely()
+        kind = "regressor" if self.task == "regression" else "classifier"
         if isinstance(model, str):
-            model = load_net(model, expected_kind="classifier")
+            model = load_net(model, expected_kind=kind)
+        if isinstance(oracle, str):
+            oracle = load_net(oracle, expected_kind=kind)
         if isinstance(descriptors, str):
             descriptors = load_net(descriptors, expected_kind="descriptor")
         if descriptor_space not in ("latent", "image"):
             raise ValueError(f"descriptor_space must be 'latent' or 'image', got {descriptor_space!r}")
         self.method = method
         self.model = model.eval().requires_grad_(False)
-        self.target_policy = target_policy or SecondMostLikely()
+        self.oracle = None if oracle is None else oracle.eval().requires_grad_(False)
         n = getattr(model, "num_classes", None)
         if isinstance(self.target_policy, FixedClass) and isinstance(n, int) and n >= 1 \
                 and self.target_policy.target_class >= max(n, 2):
@@ -82,7 +98,17 @@ class ExplainModule(LightningModule):
         # the writer reads these names (primary first) for per-method columns, metrics and FID.
         self.method_names = method.names if isinstance(method, MethodComparison) else []
         self.skip_indices: set[int] = set()
-        self.save_hyperparameters(ignore=["method", "model", "target_policy", "descriptors"])
+        self.save_hyperparameters(ignore=["method", "model", "target_policy", "descriptors", "oracle"])
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"``, as the target policy says."""
+        return getattr(self.target_policy, "task", "classification")
+
+    @property
+    def summary_columns(self) -> list[str]:
+        """The per-row columns the writer averages into metrics.json."""
+        return list(SUMMARY_COLUMNS[self.task])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -110,21 +136,27 @@ class ExplainModule(LightningModule):
         check_model_input(x, self.model)
         with torch.no_grad():
             logits = self.model(x)
-        target, keep = self.target_policy(logits, {k: v[rows] for k, v in batch.items() if isinstance(v, Tensor)})
+        sub = {k: v[rows] for k, v in batch.items() if isinstance(v, Tensor)}
+        target, keep = self.target_policy(logits, sub)
+        k = self.target_policy.targets_per_image
+        if k > 1:  # each image toward each of its k targets: rows image-major, keyed by (index, slot)
+            x, index, logits = (t.repeat_interleave(k, dim=0) for t in (x, index, logits))
+            sub = {key: v.repeat_interleave(k, dim=0) for key, v in sub.items()}
         if not bool(keep.any()):
             return unread or None
         sel = keep.nonzero().squeeze(1)
         x, index, logits, target = x[sel], index[sel], logits[sel], target.select(sel)
+        sub = {key: v[sel] for key, v in sub.items()}
         out = self.method(x, target, self.model, index=index, pred=logits)
-        result = {
-            "index": index, "image": x, "logits": logits, "target_class": target.classes,
-            "threshold": torch.as_tensor(target.threshold, dtype=torch.float32).expand(len(target)).clone(),
-            "direction": target.direction, **self._score(out, x, target),
-        }
+        mask = sub.get(MASK)
+        result = {"index": index, "image": x, "logits": logits, **self._target_columns(logits, target),
+                  **self._score(out, x, target, mask)}
+        if k > 1:
+            result[SLOT] = sel.to(index.device) % k
         for name, other in out.comparisons.items():
-            result.update({method_key(name, k): v for k, v in self._score(other, x, target).items()})
-        if LABEL in batch:
-            result["label"] = batch[LABEL][rows][sel].long()
+            result.update({method_key(name, c): v for c, v in self._score(other, x, target, mask).items()})
+        if LABEL in sub:
+            result["label"] = sub[LABEL].long()
         if out.latent is not None:
             result["latent"] = out.latent
         for key, value in out.extras.items():
@@ -134,15 +166,45 @@ class ExplainModule(LightningModule):
             result.update(self._describe(x, out))
         return {**{k: v.detach().cpu() for k, v in result.items()}, **unread}
 
+    @staticmethod
+    def _target_columns(pred: Tensor, target: Target) -> dict[str, Tensor]:
+        """What each row was asked to reach. Regression rows also get ``target_class`` 0 and the direction of
+        the change (sign of ỹ − ŷ), so descriptor attributions aggregate them per direction."""
+        if isinstance(target, RegressionTarget):
+            tol = torch.as_tensor(target.tolerance, dtype=torch.float32, device=pred.device).expand(len(target))
+            return {"prediction": pred[:, 0], "target_value": target.value, "tolerance": tol.clone(),
+                    "abs_error_before": (pred[:, 0] - target.value).abs(),
+                    "target_class": torch.zeros(len(target), dtype=torch.long, device=pred.device),
+                    "direction": torch.where(target.value >= pred[:, 0], 1, -1)}
+        return {"target_class": target.classes, "direction": target.direction,
+                "threshold": torch.as_tensor(target.threshold, dtype=torch.float32).expand(len(target)).clone()}
+
     @torch.no_grad()
-    def _score(self, out: CounterfactualOutput, x: Tensor, target: ClassTarget) -> dict[str, Tensor]:
+    def _score(self, out: CounterfactualOutput, x: Tensor, target: Target, mask: Tensor | None = None) -> dict[str, Tensor]:
         """A method's counterfactuals ``[B, C, H, W]`` with the explained model's output on them, validity and
         distances to the originals ``x``, each ``[B]``. The returned image is scored again because validity
-        is what a user of the saved image would see (a method may judge success on another tensor)."""
-        logits_cf = self.model(out.x_cf.detach())
-        return {"x_cf": out.x_cf, "logits_cf": logits_cf, "success": out.success, "steps": out.steps,
-                "valid": self._reached(logits_cf, target),
-                "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
+        is what a user of the saved image would see (a method may judge success on another tensor).
+
+        With an ``oracle`` (an independently trained model) also its verdict on the same image; for a regressor
+        ``abs_error`` |ŷ' − ỹ| and, where the data has a ``mask``, ``background_mae``: the mean absolute change
+        outside it (squares: everything but the inner square, i.e. change that the target did not need).
+        """
+        x_cf = out.x_cf.detach()
+        pred_cf = self.model(x_cf)
+        scores = {"x_cf": out.x_cf, "logits_cf": pred_cf, "success": out.success, "steps": out.steps,
+                  "valid": self._reached(pred_cf, target),
+                  "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
+        oracle = None if self.oracle is None else self.oracle(x_cf)
+        if oracle is not None:
+            scores["oracle_valid"] = self._reached(oracle, target)
+        if isinstance(target, RegressionTarget):
+            scores.update(prediction_cf=pred_cf[:, 0], abs_error=(pred_cf[:, 0] - target.value).abs())
+            if oracle is not None:
+                scores.update(oracle_prediction_cf=oracle[:, 0], oracle_abs_error=(oracle[:, 0] - target.value).abs())
+        if mask is not None:
+            outside = (1 - mask.to(x.dtype)).expand_as(x)
+            scores["background_mae"] = ((x_cf - x).abs() * outside).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp_min(1)
+        return scores
 
     @torch.no_grad()
     def _describe(self, x: Tensor, out: CounterfactualOutput) -> dict[str, Tensor]:
@@ -162,6 +224,9 @@ class ExplainModule(LightningModule):
         return {"descriptors_before": before, "descriptor_delta": descriptor_change(before, after)}
 
     @staticmethod
-    def _reached(logits: Tensor, target: ClassTarget) -> Tensor:
-        p = Fn.class_probability(logits, target.classes)
+    def _reached(pred: Tensor, target: Target) -> Tensor:
+        if isinstance(target, RegressionTarget):
+            tol = torch.as_tensor(target.tolerance, dtype=pred.dtype, device=pred.device)
+            return (pred[:, 0] - target.value).abs() <= tol
+        p = Fn.class_probability(pred, target.classes)
         return Fn.threshold_reached(p, target.threshold, target.direction)

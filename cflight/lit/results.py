@@ -69,6 +69,41 @@ def results_rows(records: dict[str, Tensor], class_names: Sequence[str] | None =
     return rows
 
 
+def regression_rows(records: dict[str, Tensor], methods: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One dict per explained (image, target value) of a regressor (the columns of results.csv).
+
+    ``prediction`` ŷ, ``target`` ỹ, ``tolerance`` δ, ``error_before`` |ŷ − ỹ|; per method ``cf_prediction``
+    ŷ', ``error`` |ŷ' − ỹ|, ``success``, ``valid`` (``error ≤ δ`` on the saved image), ``steps``, ``l1``,
+    ``l2`` and, where the job has them, ``oracle_cf_prediction``, ``oracle_error``, ``oracle_valid`` and
+    ``background_mae`` (mean |x' − x| outside the dataset's mask). Compared methods' columns are prefixed.
+    """
+    if not records:
+        return []
+    rows = []
+    for i in range(len(records["index"])):
+        row = {"index": int(records["index"][i]), "target_slot": int(records["target_slot"][i])
+               if "target_slot" in records else 0,
+               "label": int(records["label"][i]) if "label" in records else "",
+               "prediction": _r(records["prediction"][i]), "target": _r(records["target_value"][i]),
+               "tolerance": _r(records["tolerance"][i]), "error_before": _r(records["abs_error_before"][i])}
+        for name in [None, *methods[1:]]:
+            cols = {"cf_prediction": "prediction_cf", "error": "abs_error", "success": "success", "valid": "valid",
+                    "steps": "steps", "l1": "l1", "l2": "l2", "oracle_cf_prediction": "oracle_prediction_cf",
+                    "oracle_error": "oracle_abs_error", "oracle_valid": "oracle_valid",
+                    "background_mae": "background_mae"}
+            for col, key in cols.items():
+                if _key(name, key) in records:
+                    v = records[_key(name, key)][i]
+                    row[col if name is None else method_key(name, col)] = (
+                        bool(v) if v.dtype == torch.bool else int(v) if col == "steps" else _r(v))
+        rows.append(row)
+    return rows
+
+
+def _r(v: Tensor) -> float:
+    return round(float(v), 6)
+
+
 def _cf_columns(records: dict[str, Tensor], probs_cf: Tensor, i: int, t: int, name: str | None,
                 class_names: Sequence[str] | None) -> dict[str, Any]:
     """Row ``i``'s counterfactual columns for method ``name`` (``None``: the primary, unprefixed)."""
@@ -79,6 +114,8 @@ def _cf_columns(records: dict[str, Tensor], probs_cf: Tensor, i: int, t: int, na
         "steps": int(records[_key(name, "steps")][i]),
         "l1": round(float(records[_key(name, "l1")][i]), 6), "l2": round(float(records[_key(name, "l2")][i]), 6),
     }
+    if _key(name, "oracle_valid") in records:  # an independent model's verdict on the same image
+        cols["oracle_valid"] = bool(records[_key(name, "oracle_valid")][i])
     return cols if name is None else {method_key(name, c): v for c, v in cols.items()}
 
 
@@ -101,26 +138,39 @@ class CsvRows:
         os.replace(self.tmp, self.path)
 
 
-def method_columns(records: dict[str, Tensor], methods: Sequence[str] = ()) -> list[dict[str, Tensor]]:
-    """Each method's ``valid, success, steps, l1, l2`` columns (primary first), for :class:`CounterfactualSummary`."""
+# Per-row columns averaged into metrics.json (name in metrics.json), by task; a column a row lacks is skipped.
+METRIC_NAMES = {"valid": "validity", "success": "success_rate", "steps": "mean_steps", "l1": "mean_l1",
+                "l2": "mean_l2", "oracle_valid": "oracle_validity", "abs_error": "mae_to_target",
+                "abs_error_before": "mae_to_target_before", "oracle_abs_error": "oracle_mae",
+                "background_mae": "background_mae"}
+SUMMARY_COLUMNS = {
+    "classification": ["valid", "success", "steps", "l1", "l2", "oracle_valid"],
+    "regression": ["valid", "success", "steps", "l1", "l2", "abs_error", "abs_error_before", "oracle_valid",
+                   "oracle_abs_error", "background_mae"],
+}
+
+
+def method_columns(records: dict[str, Tensor], methods: Sequence[str], columns: Sequence[str]) -> list[dict[str, Tensor]]:
+    """Each method's per-row ``columns`` present in ``records`` (primary first), for :class:`CounterfactualSummary`."""
     names = [None, *methods[1:]]
-    return [{k: records[_key(name, k)] for k in ("valid", "success", "steps", "l1", "l2")} for name in names]
+    return [{k: records[_key(name, k)] for k in columns if _key(name, k) in records} for name in names]
 
 
-def summary_metrics(summary: dict[str, Tensor] | None, median_steps: Sequence[float], seconds: float,
-                    computed: int, methods: Sequence[str] = ()) -> dict[str, Any]:
+def summary_metrics(summary: dict[str, Tensor] | None, columns: Sequence[str], median_steps: Sequence[float],
+                    seconds: float, computed: int, methods: Sequence[str] = ()) -> dict[str, Any]:
     """The job's metrics.json: ``n``, ``validity``, ``success_rate``, ``median_steps``, ``mean_l1``, ``mean_l2``…
+    and, where the rows have them, ``oracle_validity``, regression's ``mae_to_target``, ``oracle_mae``,
+    ``background_mae``.
 
-    ``summary``: :meth:`CounterfactualSummary.compute` over all rows; ``median_steps``: each method's median
-    (primary first). With compared ``methods`` (primary first) also ``primary`` and ``methods: {name:
-    {validity, success_rate, median_steps, mean_steps, mean_l1, mean_l2}}``; the top-level values are the
-    primary's.
+    ``summary``: :meth:`CounterfactualSummary.compute` over all rows with ``columns``; ``median_steps``: each
+    method's median (primary first). With compared ``methods`` (primary first) also ``primary`` and
+    ``methods: {name: {...}}``; the top-level values are the primary's.
     """
     n = 0 if summary is None else int(summary["n"])
     if n == 0:
         return {"n": 0, "validity": None, "seconds": round(seconds, 3), "computed_this_run": computed}
-    summary = {k: v.reshape(-1) for k, v in summary.items()}  # torchmetrics squeezes one-method [1] to []
-    per = [_method_metrics(summary, m, median_steps[m]) for m in range(len(median_steps))]
+    mean = summary["mean"].reshape(len(median_steps), len(columns))  # torchmetrics squeezes a [1, 1] to []
+    per = [_method_metrics(mean[m], columns, median_steps[m]) for m in range(len(median_steps))]
     metrics = {"n": n, **per[0], "seconds": round(seconds, 3), "computed_this_run": computed,
                "seconds_per_image": round(seconds / computed, 5) if computed else None}
     if methods:
@@ -129,11 +179,11 @@ def summary_metrics(summary: dict[str, Tensor] | None, median_steps: Sequence[fl
     return metrics
 
 
-def _method_metrics(summary: dict[str, Tensor], m: int, median_steps: float) -> dict[str, float]:
-    """Validity, success rate, steps and mean distances of method ``m`` (0: the primary)."""
-    return {"validity": float(summary["validity"][m]), "success_rate": float(summary["success_rate"][m]),
-            "median_steps": float(median_steps), "mean_steps": float(summary["mean_steps"][m]),
-            "mean_l1": float(summary["mean_l1"][m]), "mean_l2": float(summary["mean_l2"][m])}
+def _method_metrics(mean: Tensor, columns: Sequence[str], median_steps: float) -> dict[str, float]:
+    """One method's means ``[C]`` by metric name (columns no row had are left out), with its median steps."""
+    out = {METRIC_NAMES[c]: float(v) for c, v in zip(columns, mean.tolist()) if v == v}
+    out["median_steps"] = float(median_steps)
+    return out
 
 
 def write_json(obj: Any, path: str) -> None:
@@ -169,6 +219,28 @@ def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int,
         label = f" label {r['label']}" if r["label"] != "" else ""
         status = "ok" if r["valid"] else "not reached"
         out.append(GalleryRow(panels, caps, title=f"#{r['index']}{label} → {r['target']} ({status})", note=note))
+    return out, columns
+
+
+def regression_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int) -> tuple[list[GalleryRow], list[str]]:
+    """Gallery rows of a regressor's job: ``original | counterfactual | difference`` with ŷ → ŷ' (target ỹ).
+
+    Rows come in (index, target slot) order, so an image explained toward several values is shown on
+    consecutive rows, one per value.
+    """
+    has_recon = "reconstruction" in records
+    columns = ["original"] + (["reconstruction"] if has_recon else []) + ["counterfactual", "difference"]
+    out = []
+    for i in range(min(n, len(rows))):
+        r = rows[i]
+        x, x_cf = records["image"][i], records["x_cf"][i]
+        start = records["reconstruction"][i] if has_recon else x
+        panels = [x] + ([start] if has_recon else []) + [x_cf, difference_map(start, x_cf)]
+        caps = [f"ŷ = {r['prediction']:.3f}"] + ([""] if has_recon else [])
+        oracle = f", oracle {r['oracle_cf_prediction']:.3f}" if "oracle_cf_prediction" in r else ""
+        caps += [f"ŷ' = {r['cf_prediction']:.3f}{oracle}", f"l1 {r['l1']:.1f}, {r['steps']} steps"]
+        status = "ok" if r["valid"] else "not reached"
+        out.append(GalleryRow(panels, caps, title=f"#{r['index']} → {r['target']:.3f} ±{r['tolerance']:g} ({status})"))
     return out, columns
 
 

@@ -42,6 +42,7 @@ class ShardInfo:
     index: Tensor          # [N] long, explained rows
     unreadable: Tensor     # [M] long, skipped unreadable images
     fingerprint: str | None
+    key: Tensor            # [N] long, the rows' keys (dataset index, target slot): see :func:`row_key`
 
 
 def shard_name(index: Tensor) -> str:
@@ -49,6 +50,16 @@ def shard_name(index: Tensor) -> str:
     idx = index.long().sort().values
     crc = zlib.crc32(idx.numpy().tobytes())
     return f"shard-{int(idx[0]):09d}-{int(idx[-1]):09d}-{len(idx)}-{crc:08x}.pt"
+
+
+SLOT = "target_slot"  # which of an image's targets a row is (policies with several targets per image)
+SLOTS = 2**16          # target slots per image a row key can tell apart
+
+
+def row_key(index: Tensor, slot: Tensor | None = None) -> Tensor:
+    """A row's key ``index · 2^16 + slot``: one row per (dataset index, target slot), ordered by both."""
+    index = index.long()
+    return index * SLOTS if slot is None else index * SLOTS + slot.long()
 
 
 def is_image_key(key: str, value: Tensor) -> bool:
@@ -147,9 +158,9 @@ def _verified(payload: dict, path: str, keys: Iterable[str]) -> dict[str, Tensor
 def read_info(path: str) -> ShardInfo:
     """Index, unreadable indices and fingerprint of a shard (reads no images)."""
     payload = _load(path)
-    t = _verified(payload, path, [k for k in ("index", UNREADABLE) if k == UNREADABLE or k in payload["rows"]])
-    index = t.get("index", torch.zeros(0, dtype=torch.long))
-    return ShardInfo(path, index.long(), t[UNREADABLE].long(), payload.get("fingerprint"))
+    t = _verified(payload, path, [k for k in ("index", SLOT, UNREADABLE) if k == UNREADABLE or k in payload["rows"]])
+    index = t.get("index", torch.zeros(0, dtype=torch.long)).long()
+    return ShardInfo(path, index, t[UNREADABLE].long(), payload.get("fingerprint"), row_key(index, t.get(SLOT)))
 
 
 def verify(path: str) -> None:

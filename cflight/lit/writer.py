@@ -182,18 +182,19 @@ class CounterfactualWriter(BasePredictionWriter):
         """
         methods = list(getattr(pl_module, "method_names", []))
         names = list(getattr(pl_module, "descriptor_names", []) or [])
-        summary = CounterfactualSummary(max(len(methods), 1)).to(device)
+        columns = list(getattr(pl_module, "summary_columns", R.SUMMARY_COLUMNS["classification"]))
+        summary = CounterfactualSummary(columns, max(len(methods), 1)).to(device)
         moments = DescriptorMoments(len(names)).to(device) if names else None
         fid_keys = {None: "x_cf", **{name: R.method_key(name, "x_cf") for name in methods[1:]}}
         extractor = self.fid_features.to(device) if self.fid_features is not None else None
         fids = ({m: FrechetDistance(_GivenFeatures(extractor.num_features), penultimate=False).to(device)
                  for m in fid_keys} if extractor is not None else {})
         keys = ["target_class", *[R.method_key(n, k) if i else k for i, n in enumerate(methods or [None])
-                                  for k in ("valid", "success", "steps", "l1", "l2")]]
+                                  for k in columns]]
         keys += ["descriptors_before"] if names else []
         keys += [IMAGE, *fid_keys.values()] if fids else []
         for records in iter_share(plan, keys, rank, world_size):
-            summary.update(R.method_columns(records, methods), records["target_class"])
+            summary.update(R.method_columns(records, methods, columns), records["target_class"])
             if moments is not None:
                 moments.update(records["descriptors_before"])
             for start in range(0, len(records["target_class"]) if fids else 0, FID_BATCH):
@@ -207,18 +208,21 @@ class CounterfactualWriter(BasePredictionWriter):
             standardize = getattr(pl_module, "standardize_descriptors", False) and int(stats["n"]) > 1
             out["std"] = stats["std"].cpu() if standardize else None
             out["attribution"] = self._attribution(plan, names, out["std"], int(out["summary"]["max_target"]),
-                                                   rank, world_size, device)
+                                                   rank, world_size, device, getattr(pl_module, "task", ""))
         return out
 
     @staticmethod
     def _attribution(plan: ShardPlan, names: Sequence[str], std: Tensor | None, max_target: int, rank: int,
-                     world_size: int, device: torch.device) -> dict[str, Tensor] | None:
-        """The global attribution (spec §1.6.4) reduced across processes (collective)."""
+                     world_size: int, device: torch.device, task: str = "") -> dict[str, Tensor] | None:
+        """The global attribution (spec §1.6.4) reduced across processes (collective). A regressor's rows have
+        no classes: they aggregate overall and per direction of the change (increase / decrease)."""
         width = kept_rows(plan, 0, ["logits"])["logits"].shape[1] if plan.n_rows else 1
         metric = GlobalAttribution(len(names), max(width, 2, max_target + 1)).to(device)
         for records in iter_share(plan, ["descriptor_delta", "direction", "logits", "target_class"], rank, world_size):
+            target = records["target_class"].long()
+            source = torch.zeros_like(target) if task == "regression" else R.source_class(records["logits"])
             metric.update(R.descriptor_scores(records, std).to(device), records["direction"].to(device),
-                          R.source_class(records["logits"]).to(device), records["target_class"].long().to(device))
+                          source.to(device), target.to(device))
         result = _quiet_compute(metric)
         return {k: v.cpu() for k, v in result.items()} if plan.n_rows else None
 
@@ -230,22 +234,24 @@ class CounterfactualWriter(BasePredictionWriter):
         class_names = getattr(pl_module, "class_names", None)
         names = list(getattr(pl_module, "descriptor_names", []) or [])
         out_dir = self.output_dir
-        gallery_index = set(plan.indices()[: self.gallery_size].tolist())
+        regression = getattr(pl_module, "task", "") == "regression"
+        gallery_keys = set(plan.keys()[: self.gallery_size].tolist())
         image_keys = ["image", "reconstruction", "x_cf", *[R.method_key(n, "x_cf") for n in methods[1:]]]
         gallery: dict[int, tuple[dict[str, Any], dict[str, Tensor]]] = {}
         scalar_keys = self._scalar_keys(plan)
 
         def load(i: int) -> list[dict[str, Any]]:
             records = kept_rows(plan, i, scalar_keys)
-            rows = R.results_rows(records, class_names, methods)
+            rows = R.regression_rows(records, methods) if regression else R.results_rows(records, class_names, methods)
             if names and "descriptor_delta" in records:
                 for row, text in zip(rows, R.top_changes(R.descriptor_scores(records, reduced.get("std")), names)):
                     row["top_changes"] = text
-            wanted = [j for j, r in enumerate(rows) if r["index"] in gallery_index]
+            keys = plan.kept_keys[i].tolist()
+            wanted = [j for j, key in enumerate(keys) if key in gallery_keys]
             if wanted:
                 images = kept_rows(plan, i, image_keys, torch.tensor(wanted))
                 for n, j in enumerate(wanted):
-                    gallery[rows[j]["index"]] = (rows[j], {k: v[n] for k, v in images.items()})
+                    gallery[keys[j]] = (rows[j], {k: v[n] for k, v in images.items()})
             return rows
 
         csv = R.CsvRows(os.path.join(out_dir, "results.csv"))
@@ -261,7 +267,8 @@ class CounterfactualWriter(BasePredictionWriter):
         csv.close()
         medians = [float(statistics.median(s)) if s else 0.0 for s in steps]
         summary = reduced["summary"] if plan.n_rows else None
-        metrics = R.summary_metrics(summary, medians, seconds, computed, methods)
+        columns = list(getattr(pl_module, "summary_columns", R.SUMMARY_COLUMNS["classification"]))
+        metrics = R.summary_metrics(summary, columns, medians, seconds, computed, methods)
         metrics.update(fingerprint=self._fingerprint, unreadable=int(len(plan.unreadable)))
         if self.fid_features is not None and metrics["n"]:
             self._add_fid(metrics, reduced["fid"], methods)
@@ -280,7 +287,9 @@ class CounterfactualWriter(BasePredictionWriter):
         R.write_json(metrics, os.path.join(out_dir, "metrics.json"))
         order = sorted(gallery)
         records = {k: torch.stack([gallery[i][1][k] for i in order]) for k in (gallery[order[0]][1] if order else {})}
-        g_rows, columns = R.gallery_rows(records, [gallery[i][0] for i in order], self.gallery_size, methods)
+        g_list = [gallery[i][0] for i in order]
+        g_rows, columns = (R.regression_gallery_rows(records, g_list, self.gallery_size) if regression
+                           else R.gallery_rows(records, g_list, self.gallery_size, methods))
         array = render_png(g_rows, columns, os.path.join(out_dir, "gallery.png")) if g_rows else None
         render_html(g_rows, columns, os.path.join(out_dir, "gallery.html"),
                     notes=[f"{k}: {v}" for k, v in _flatten(metrics).items()])

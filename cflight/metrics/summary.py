@@ -13,40 +13,50 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-SUMMED = ("valid", "success", "steps", "l1", "l2")
-
-
 class CounterfactualSummary(Metric):
-    """Per method: validity, success rate, mean steps and mean l1 / l2 distance over all rows.
+    """Per method and column: the mean of a per-row value over all rows where it is defined (finite).
+
+    ``columns`` name the per-row values (``valid``, ``success``, ``steps``, ``l1``, ``l2``, and e.g.
+    ``abs_error``, ``oracle_valid``, ``background_mae``); a column a row does not have (missing from the
+    update, or NaN) does not count toward its mean, so optional columns need no special case on any process.
 
     Args:
+        columns: the column names, the same on every process.
         num_methods: M (a :class:`~cflight.methods.MethodComparison` has several; one otherwise).
     """
 
     full_state_update = False
 
-    def __init__(self, num_methods: int = 1, **kwargs: Any) -> None:
+    def __init__(self, columns: list[str], num_methods: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.num_methods = num_methods
-        self.add_state("sums", torch.zeros(num_methods, len(SUMMED), dtype=torch.float64), dist_reduce_fx="sum")
+        self.columns, self.num_methods = list(columns), num_methods
+        shape = (num_methods, len(self.columns))
+        self.add_state("sums", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("max_target", torch.full((), -1.0, dtype=torch.float64), dist_reduce_fx="max")
 
     def update(self, columns: list[dict[str, Tensor]], target_class: Tensor) -> None:
-        """``columns[m]`` holds method m's ``[B]`` ``valid, success, steps, l1, l2``; ``target_class`` ``[B]``."""
+        """``columns[m]`` holds method m's ``[B]`` values by column name; ``target_class`` ``[B]``."""
         if len(columns) != self.num_methods:
             raise ValueError(f"expected columns of {self.num_methods} methods, got {len(columns)}")
-        rows = torch.stack([torch.stack([c[k].to(self.sums).reshape(-1) for k in SUMMED], 1).sum(0) for c in columns])
-        self.sums += rows
-        self.n += target_class.numel()
-        if target_class.numel():
+        b = target_class.numel()
+        for m, given in enumerate(columns):
+            for c, name in enumerate(self.columns):
+                if name not in given:
+                    continue
+                v = given[name].to(self.sums).reshape(-1)
+                ok = torch.isfinite(v)
+                self.sums[m, c] += torch.where(ok, v, torch.zeros_like(v)).sum()
+                self.counts[m, c] += ok.sum()
+        self.n += b
+        if b:
             self.max_target = torch.maximum(self.max_target, target_class.max().to(self.max_target))
 
     def compute(self) -> dict[str, Tensor]:
-        """``n``, ``max_target`` and the ``[M]`` means ``validity, success_rate, mean_steps, mean_l1, mean_l2``."""
-        mean = self.sums / self.n.clamp_min(1)
-        names = ("validity", "success_rate", "mean_steps", "mean_l1", "mean_l2")
-        return {"n": self.n, "max_target": self.max_target, **{k: mean[:, j] for j, k in enumerate(names)}}
+        """``n``, ``max_target`` and ``mean`` ``[M, C]`` (NaN where a column had no value)."""
+        mean = self.sums / self.counts
+        return {"n": self.n, "max_target": self.max_target, "mean": mean.reshape(self.num_methods, len(self.columns))}
 
 
 class DescriptorMoments(Metric):

@@ -70,12 +70,12 @@ def test_rows_come_in_index_order_holding_only_overlapping_shards(tmp_path):
         nonlocal most
         open_now.add(i)
         most = max(most, len(open_now))
-        return [(int(k), i) for k in plan.kept_index[i]]
+        return [(int(k) // S.SLOTS, i) for k in plan.kept_keys[i]]
 
     out = []
     for idx, shard in rows_in_index_order(plan, load):
         out.append(idx)
-        if all(k <= idx for k in plan.kept_index[shard].tolist()):
+        if all(k // S.SLOTS <= idx for k in plan.kept_keys[shard].tolist()):
             open_now.discard(shard)  # the last row of its shard was released
     assert out == list(range(24))
     assert most <= 3  # never all six shards at once
@@ -86,7 +86,7 @@ def test_duplicate_index_counts_once_in_the_first_shard_and_unreadable_are_kept(
     S.write_shard(str(tmp_path / S.shard_name(torch.tensor([1, 2, 7]))), _rows([1, 2]), "fp",
                   unreadable=torch.tensor([7]))
     plan = make_plan([S.read_info(p) for p in S.shard_paths(str(tmp_path))])
-    assert plan.indices().tolist() == [0, 1, 2] and plan.unreadable.tolist() == [7]
+    assert (plan.keys() // S.SLOTS).tolist() == [0, 1, 2] and plan.unreadable.tolist() == [7]
 
 
 def test_fingerprint_sees_hyper_parameters_not_counters():

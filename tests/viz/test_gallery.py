@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from cflight.lit.results import method_columns, results_rows, summary_metrics
+from cflight.lit.results import SUMMARY_COLUMNS, method_columns, results_rows, summary_metrics
 from cflight.lit.shards import shard_name
 from cflight.metrics.summary import CounterfactualSummary
 from cflight.viz.gallery import GalleryRow, difference_map, render_html, render_png, to_uint8
@@ -52,9 +52,20 @@ def test_results_rows_and_metrics():
     rows = results_rows(_records(), class_names=["zero", "one"])
     assert rows[0]["prediction"] == "one" and rows[0]["target"] == "zero" and rows[0]["cf_prediction"] == "zero"
     assert rows[1]["cf_target_prob"] == 0.5
-    summary = CounterfactualSummary()
-    summary.update(method_columns(_records()), _records()["target_class"])
-    m = summary_metrics(summary.compute(), [7.0], seconds=2.0, computed=2)
+    columns = SUMMARY_COLUMNS["classification"]
+    summary = CounterfactualSummary(columns)
+    summary.update(method_columns(_records(), (), columns), _records()["target_class"])
+    m = summary_metrics(summary.compute(), columns, [7.0], seconds=2.0, computed=2)
     assert m["n"] == 2 and m["validity"] == 0.5 and m["median_steps"] == 7.0 and m["mean_steps"] == 7.0
     assert m["mean_l1"] == 2.0 and m["mean_l2"] == 1.0 and m["seconds_per_image"] == 1.0
-    assert summary_metrics(None, [], 0.0, 0)["n"] == 0
+    assert "oracle_validity" not in m  # no row had an oracle verdict
+    assert summary_metrics(None, columns, [], 0.0, 0)["n"] == 0
+
+
+def test_summary_skips_undefined_values_per_column():
+    summary = CounterfactualSummary(["l1", "background_mae"])
+    summary.update([{"l1": torch.tensor([1.0, 3.0]), "background_mae": torch.tensor([0.5, float("nan")])}],
+                   torch.tensor([0, 0]))
+    summary.update([{"l1": torch.tensor([5.0])}], torch.tensor([1]))
+    mean = summary.compute()["mean"]
+    assert mean.tolist() == [[3.0, 0.5]]
