@@ -244,6 +244,39 @@ def regression_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any
     return out, columns
 
 
+def several_targets_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]],
+                                 values: Sequence[float]) -> tuple[list[GalleryRow], list[str]]:
+    """One gallery row per image explained toward several values: ``original | cf → v1 | … | Δ v1 | …``.
+
+    ``records``/``rows``: the image's rows in (index, slot) order; a target the image already reached (and so
+    was not explained) shows the original with a note.
+    """
+    columns = ["original", *[f"→ {v:g}" for v in values], *[f"Δ {v:g}" for v in values]]
+    by_index: dict[int, dict[int, int]] = {}
+    for j, r in enumerate(rows):
+        by_index.setdefault(r["index"], {})[r["target_slot"]] = j
+    out = []
+    for idx, slots in by_index.items():
+        j0 = next(iter(slots.values()))
+        x = records["image"][j0]
+        panels, caps, diffs, diff_caps = [x], [f"ŷ = {rows[j0]['prediction']:.3f}"], [], []
+        for s in range(len(values)):
+            j = slots.get(s)
+            if j is None:
+                panels.append(x)
+                caps.append("already within δ")
+                diffs.append(difference_map(x, x))
+                diff_caps.append("")
+                continue
+            r = rows[j]
+            panels.append(records["x_cf"][j])
+            caps.append(f"ŷ' = {r['cf_prediction']:.3f} ({'ok' if r['valid'] else 'not reached'})")
+            diffs.append(difference_map(x, records["x_cf"][j]))
+            diff_caps.append(f"l1 {r['l1']:.1f}, {r['steps']} steps")
+        out.append(GalleryRow(panels + diffs, caps + diff_caps, title=f"#{idx}"))
+    return out, columns
+
+
 def comparison_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int,
                             methods: Sequence[str]) -> tuple[list[GalleryRow], list[str]]:
     """Side-by-side rows ``original | method 1 | … | method k | Δ method 1 | … | Δ method k``.

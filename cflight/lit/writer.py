@@ -20,14 +20,14 @@ from cflight.lit import results as R
 from cflight.lit.assembly import ShardPlan, iter_share, kept_rows, make_plan, rows_in_index_order
 from cflight.lit.fingerprint import describe_job, differences, fingerprint, first_dataset
 from cflight.lit.job import JobDirectory, JobMismatch
-from cflight.lit.shards import IMAGE_KEYS, UNREADABLE, row_shapes, shard_name, write_shard
+from cflight.lit.shards import IMAGE_KEYS, SLOT, SLOTS, UNREADABLE, row_shapes, shard_name, write_shard
 from cflight.metrics import FrechetDistance, PenultimateFeatures
-from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments
+from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments, DifferenceMeans
 from cflight.models.registry import load_net
 from cflight.types import IMAGE
 from cflight.validation import check_model_input
 from cflight.viz.attribution import attribution_bar_chart
-from cflight.viz.gallery import render_html, render_png, to_uint8
+from cflight.viz.gallery import GalleryRow, difference_map, render_html, render_png, to_uint8
 
 __all__ = ["CounterfactualWriter", "JobMismatch", "shard_name"]
 
@@ -203,6 +203,9 @@ class CounterfactualWriter(BasePredictionWriter):
                     fids[m].update(real, real=True)
                     fids[m].update(extractor(records[key][start:start + FID_BATCH].to(device)), real=False)
         out: dict[str, Any] = {"summary": _quiet_compute(summary), "fid": {m: _compute_fid(f) for m, f in fids.items()}}
+        slots = int(getattr(getattr(pl_module, "target_policy", None), "targets_per_image", 1))
+        if slots > 1 and plan.n_rows:
+            out["difference_by_target"] = self._difference_by_target(plan, slots, rank, world_size, device)
         if moments is not None:
             stats = _quiet_compute(moments)
             standardize = getattr(pl_module, "standardize_descriptors", False) and int(stats["n"]) > 1
@@ -210,6 +213,16 @@ class CounterfactualWriter(BasePredictionWriter):
             out["attribution"] = self._attribution(plan, names, out["std"], int(out["summary"]["max_target"]),
                                                    rank, world_size, device, getattr(pl_module, "task", ""))
         return out
+
+    @staticmethod
+    def _difference_by_target(plan: ShardPlan, slots: int, rank: int, world_size: int,
+                              device: torch.device) -> dict[str, Tensor]:
+        """The mean change ``x' − x`` per target slot, reduced across processes (collective)."""
+        first = next(i for i, k in enumerate(plan.keep) if len(k))
+        metric = DifferenceMeans(slots, row_shapes(plan.paths[first])["image"][1:]).to(device)
+        for records in iter_share(plan, ["image", "x_cf", SLOT], rank, world_size):
+            metric.update((records["x_cf"] - records["image"]).to(device), records[SLOT].to(device))
+        return {k: v.cpu() for k, v in _quiet_compute(metric).items()}
 
     @staticmethod
     def _attribution(plan: ShardPlan, names: Sequence[str], std: Tensor | None, max_target: int, rank: int,
@@ -235,7 +248,14 @@ class CounterfactualWriter(BasePredictionWriter):
         names = list(getattr(pl_module, "descriptor_names", []) or [])
         out_dir = self.output_dir
         regression = getattr(pl_module, "task", "") == "regression"
-        gallery_keys = set(plan.keys()[: self.gallery_size].tolist())
+        values = list(getattr(getattr(pl_module, "target_policy", None), "values", []) or [])
+        grouped = regression and len(values) > 1  # each image toward several values: one gallery row per image
+        keys_all = plan.keys()
+        if grouped:  # every target of the first gallery_size images
+            first = torch.unique(keys_all // SLOTS)[: self.gallery_size]
+            gallery_keys = set(keys_all[torch.isin(keys_all // SLOTS, first)].tolist())
+        else:
+            gallery_keys = set(keys_all[: self.gallery_size].tolist())
         image_keys = ["image", "reconstruction", "x_cf", *[R.method_key(n, "x_cf") for n in methods[1:]]]
         gallery: dict[int, tuple[dict[str, Any], dict[str, Tensor]]] = {}
         scalar_keys = self._scalar_keys(plan)
@@ -279,6 +299,10 @@ class CounterfactualWriter(BasePredictionWriter):
             R.write_json(summary_json, os.path.join(out_dir, "global_attribution.json"))
             title = "Global attribution" + (" (change / std)" if summary_json["standardized"] else "")
             chart = attribution_bar_chart(summary_json, os.path.join(out_dir, "global_attribution.png"), title=title)
+        heat = None
+        if reduced.get("difference_by_target") is not None:
+            heat = self._render_difference_by_target(reduced["difference_by_target"], values,
+                                                     os.path.join(out_dir, "difference_by_target.png"))
         if len(plan.unreadable):
             csv_unread = R.CsvRows(os.path.join(out_dir, "unreadable.csv"))
             for idx in plan.unreadable.tolist():
@@ -288,13 +312,17 @@ class CounterfactualWriter(BasePredictionWriter):
         order = sorted(gallery)
         records = {k: torch.stack([gallery[i][1][k] for i in order]) for k in (gallery[order[0]][1] if order else {})}
         g_list = [gallery[i][0] for i in order]
-        g_rows, columns = (R.regression_gallery_rows(records, g_list, self.gallery_size) if regression
-                           else R.gallery_rows(records, g_list, self.gallery_size, methods))
+        if grouped:
+            g_rows, columns = R.several_targets_gallery_rows(records, g_list, values)
+        elif regression:
+            g_rows, columns = R.regression_gallery_rows(records, g_list, self.gallery_size)
+        else:
+            g_rows, columns = R.gallery_rows(records, g_list, self.gallery_size, methods)
         array = render_png(g_rows, columns, os.path.join(out_dir, "gallery.png")) if g_rows else None
         render_html(g_rows, columns, os.path.join(out_dir, "gallery.html"),
                     notes=[f"{k}: {v}" for k, v in _flatten(metrics).items()])
         if trainer is not None:
-            self._log(trainer, metrics, table, array, chart)
+            self._log(trainer, metrics, table, array, chart, heat)
         extra = ", global_attribution.json|png" if summary_json else ""
         extra += f", unreadable.csv ({len(plan.unreadable)} images skipped)" if len(plan.unreadable) else ""
         fid = f", FID {metrics['fid']:.3g} vs the originals" if metrics.get("fid") is not None else ""
@@ -328,7 +356,18 @@ class CounterfactualWriter(BasePredictionWriter):
                 Image.fromarray(to_uint8(img)).save(os.path.join(folder, f"{idx:09d}_{label}.png"))
 
     @staticmethod
-    def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], gallery: Any, chart: Any) -> None:
+    def _render_difference_by_target(diff: dict[str, Tensor], values: Sequence[float], path: str) -> Any:
+        """One heat map per target value: the mean change toward it (red brighter, blue darker)."""
+        mean, counts = diff["mean"], diff["counts"]
+        panels = [difference_map(torch.zeros_like(m), m.float()) for m in mean]
+        caps = [f"ỹ = {values[s]:g}" if s < len(values) else f"target {s}" for s in range(len(mean))]
+        caps = [f"{c} (n {int(n)})" for c, n in zip(caps, counts.tolist())]
+        row = GalleryRow(panels, caps, title="mean x' − x")
+        return render_png([row], [f"toward {c.split(' (')[0]}" for c in caps], path)
+
+    @staticmethod
+    def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], gallery: Any, chart: Any,
+             heat: Any = None) -> None:
         numeric = {f"explain/{k}": float(v) for k, v in _flatten(metrics).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for logger in trainer.loggers:
@@ -338,6 +377,8 @@ class CounterfactualWriter(BasePredictionWriter):
                     logger.log_image(key="explain/gallery", images=[gallery], caption=["original | ... | difference"])
                 if chart is not None:
                     logger.log_image(key="explain/global_attribution", images=[chart], caption=["signed mean change"])
+                if heat is not None:
+                    logger.log_image(key="explain/difference_by_target", images=[heat], caption=["mean x' - x per target"])
                 if rows:
                     logger.log_table(key="explain/results", columns=list(rows[0]), data=[list(r.values()) for r in rows])
 

@@ -81,3 +81,28 @@ class DescriptorMoments(Metric):
         mean = self.s1 / n
         var = (self.s2 / n - mean * mean).clamp_min(0)
         return {"n": self.n, "mean": mean, "std": var.sqrt()}
+
+
+class DifferenceMeans(Metric):
+    """Mean signed change ``x' − x`` ``[S, C, H, W]`` per target slot (an image explained toward S values).
+
+    One map per target value: where, on average over the explained images, the counterfactuals toward that
+    value changed the image (Ha & Bender 2025's per-target mean-difference heat maps).
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_slots: int, shape: tuple[int, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("sums", torch.zeros(num_slots, *shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(num_slots, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, change: Tensor, slot: Tensor) -> None:
+        """``change`` ``[B, C, H, W]``, ``slot`` ``[B]`` long."""
+        slot = slot.long().to(self.counts.device)
+        self.sums.index_add_(0, slot, change.to(self.sums))
+        self.counts.index_add_(0, slot, torch.ones_like(slot, dtype=self.counts.dtype))
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"mean": self.sums / self.counts.clamp_min(1).reshape(-1, *[1] * (self.sums.ndim - 1)),
+                "counts": self.counts}

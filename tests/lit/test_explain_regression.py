@@ -106,3 +106,17 @@ def test_descriptor_attribution_of_a_regressor_by_direction(tmp_path):
     assert summary["n"] == 2 * N
     assert {(e["direction"], e["n"]) for e in summary["by_target"]} == {("increase", N), ("decrease", N)}
     assert all(e["source"] == e["target"] == "0" for e in summary["by_pair"])  # no classes: one pair
+
+
+def test_several_values_gallery_and_mean_difference_per_target(tmp_path):
+    from PIL import Image
+
+    _, _, data = _job(tmp_path / "job", oracle=False)
+    job = tmp_path / "job"
+    heat = Image.open(job / "difference_by_target.png")
+    assert heat.width > heat.height  # one panel per target value, side by side
+    gallery = Image.open(job / "gallery.png")
+    assert gallery.width > 6 * 100  # original + 3 counterfactuals + 3 differences per row
+    html = (job / "gallery.html").read_text()
+    assert html.count("<tr>") == 1 + N  # one row per image (gallery_size 6 = every image)
+    assert "→ 0.2" in html and "Δ 0.8" in html and "already within δ" in html
