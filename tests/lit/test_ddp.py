@@ -133,3 +133,34 @@ def test_a_failing_rank_ends_the_job_promptly_with_its_error(tmp_path):
         trainer.predict(module, DataLoader(TinyDicts(40), batch_size=2), return_predictions=False)
     assert time.perf_counter() - start < 120, "the other rank waited for a collective timeout"
     assert not os.path.exists(tmp_path / "job" / "results.csv")
+
+
+def _run_regression(out, devices, strategy="auto", callbacks=()):
+    from cflight.methods import PGD
+    from cflight.targets import SeveralValues
+    from tests.helpers import LinearRegressor
+
+    module = ExplainModule(PGD(eps=4.0, norm="l2", steps=30, step_size=0.1, random_start=False, early_stop=True),
+                           LinearRegressor(), target_policy=SeveralValues([0.2, 0.8]), oracle=LinearRegressor(seed=4))
+    trainer = Trainer(accelerator="cpu", devices=devices, strategy=strategy, inference_mode=False, logger=False,
+                      callbacks=[*callbacks, CounterfactualWriter(str(out))], enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.predict(module, DataLoader(TinyDicts(N), batch_size=BATCH), return_predictions=False)
+    return list(csv.DictReader(open(out / "results.csv"))), json.load(open(out / "metrics.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_regression_job_with_several_values_on_two_processes(tmp_path):
+    one, m_one = _run_regression(tmp_path / "one", 1)
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    two, m_two = _run_regression(tmp_path / "two", 2, "ddp_spawn", [CollectiveDeviceGuard(str(guard))])
+    assert not list(guard.iterdir()), [p.read_text() for p in guard.iterdir()]
+    assert [(r["index"], r["target_slot"]) for r in two] == [(r["index"], r["target_slot"]) for r in one]
+    assert len({(r["index"], r["target_slot"]) for r in two}) == len(two)  # no duplicates
+    for a, b in zip(one, two):
+        assert a["valid"] == b["valid"] and a["steps"] == b["steps"]
+        assert float(a["cf_prediction"]) == pytest.approx(float(b["cf_prediction"]), abs=1e-5)
+    _close(m_one, m_two)
+    assert (tmp_path / "two" / "difference_by_target.png").is_file()
