@@ -57,6 +57,8 @@ class Stream(IntEnum):
     EVAL_NOISE = 9  # DDPMModule evaluation: ε
     EVAL_ATTACK = 10  # AdversarialTrainingModule evaluation: PGD random start
     FIXED_SAMPLES = 11  # VAE/GAN logged sample grids: prior samples, index = grid position
+    ACRE_CHAIN = 12  # AC-RE / ACE: noise of R_τ; step = iteration·(τ + 1) + (0: start, 1 + t: step t)
+    ACRE_INPAINT = 13  # ... inpainting pass; step 0: start, 1 + t: known region, 1 + τ + t: step t
 
 
 def _mulhilo(a: Tensor, m: int) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,5 @@
 """Counterfactual methods: one class per file sharing :class:`CounterfactualMethod`."""
+from cflight.methods.acre import ACE, ACRE
 from cflight.methods.base import CounterfactualMethod
 from cflight.methods.compare import MethodComparison
 from cflight.methods.dvce import DVCE
@@ -7,5 +8,5 @@ from cflight.methods.latent_attack import LatentAttack
 from cflight.methods.pgd import APGD, PGD
 from cflight.methods.svce import SparseAFW
 
-__all__ = ["APGD", "DVCE", "PGD", "CounterfactualMethod", "InterFaceGANEdit", "LatentAttack", "MethodComparison",
-           "SparseAFW"]
+__all__ = ["ACE", "ACRE", "APGD", "DVCE", "PGD", "CounterfactualMethod", "InterFaceGANEdit", "LatentAttack",
+           "MethodComparison", "SparseAFW"]
