@@ -352,12 +352,18 @@ class GaussianDiffusion(nn.Module):
         """Deterministic DDIM inversion step: from noise level ᾱ_{t−1} (ᾱ_{−1} = 1) up to ᾱ_t.
 
         ``eps`` is the denoiser's output at ``(x, τ_t)``, the usual approximation ε̂(x_{t−1}, t) ≈ ε̂(x_t, t).
+        With ``clip_denoised`` x̂0 is clamped to [−1, 1] and ε re-derived from it and ``x`` (as
+        :meth:`ddim_step` does, and as Diff-AE's ``ddim_reverse_sample``), so ``x`` stays on the line through
+        the clipped x̂0.
         """
         t = self.index(t, x.shape[0], x.device)
         abar, abar_prev = self._extract("alphas_cumprod", t, x), self._extract("alphas_cumprod_prev", t, x)
         pred_x0 = (x - (1 - abar_prev).sqrt() * eps) / abar_prev.sqrt()
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1, 1)
+            # at ᾱ_prev = 1 (the first step from a clean image) x = x̂0 and ε is kept: 1 − ᾱ_prev = 0
+            eps = torch.where(abar_prev < 1, (x - abar_prev.sqrt() * pred_x0)
+                              / (1 - abar_prev).clamp(min=1e-30).sqrt(), eps)
         return abar.sqrt() * pred_x0 + (1 - abar).sqrt() * eps
 
     def ddim_sample(self, net: nn.Module, x: Tensor, t_start: int | None = None, eta: float = 0.0,

@@ -39,23 +39,36 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """``x + conv(drop(SiLU(GN(conv(SiLU(GN(x))))·(1+s)+b)))`` with ``(s, b)`` from the time embedding."""
+    """``x + conv(drop(SiLU(GN(conv(SiLU(GN(x))))·(1+s)+b)))`` with ``(s, b)`` from the time embedding.
 
-    def __init__(self, channels: int, out_channels: int, emb_dim: int, dropout: float, groups: int) -> None:
+    ``emb_dim=None``: no time input (the Diff-AE semantic encoder's blocks). ``cond_dim``: a per-channel
+    semantic scale after the time scale-shift, ``h ← (GN(h)·(1+s_t)+b_t)·(1+s_z)`` with ``s_z =
+    Linear(SiLU(z_sem))`` (Preechakul et al. 2022, ``model/blocks.py::apply_conditions``, time first, scale
+    bias 1); without it the block has no ``cond_emb`` parameters, so unconditional state dicts are unchanged.
+    """
+
+    def __init__(self, channels: int, out_channels: int, emb_dim: int | None, dropout: float, groups: int,
+                 cond_dim: int | None = None) -> None:
         super().__init__()
         self.in_layers = nn.Sequential(_norm(channels, groups), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
+        self.emb = None if emb_dim is None else nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
+        self.cond_emb = None if cond_dim is None else nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, out_channels))
         self.out_norm = _norm(out_channels, groups)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout),
                                         _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x)
-        scale, shift = rearrange(self.emb(emb), "b (two c) -> two b c 1 1", two=2)
-        h = self.out_layers(self.out_norm(h) * (1 + scale) + shift)
-        return self.skip(x) + h
+    def forward(self, x: Tensor, emb: Tensor | None, cond: Tensor | None = None) -> Tensor:
+        h = self.out_norm(self.in_layers(x))
+        if self.emb is not None:
+            scale, shift = rearrange(self.emb(emb), "b (two c) -> two b c 1 1", two=2)
+            h = h * (1 + scale) + shift
+        if self.cond_emb is not None:
+            if cond is None:
+                raise ValueError("this block is conditioned on z_sem (cond_dim set) but got cond=None")
+            h = h * (1 + rearrange(self.cond_emb(cond), "b c -> b c 1 1"))
+        return self.skip(x) + self.out_layers(h)
 
 
 class Attention(nn.Module):
@@ -98,11 +111,11 @@ class Up(nn.Module):
 
 
 class _Stage(nn.ModuleList):
-    """A sequence of blocks that all take ``(x, emb)``."""
+    """A sequence of blocks that all take ``(x, emb)``; residual blocks also get the semantic ``cond``."""
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, emb: Tensor | None, cond: Tensor | None = None) -> Tensor:  # type: ignore[override]
         for block in self:
-            x = block(x, emb)
+            x = block(x, emb, cond) if isinstance(block, ResBlock) else block(x, emb)
         return x
 
 
@@ -124,12 +137,15 @@ class UNet(nn.Module):
     :param dropout: dropout in the residual blocks.
     :param learn_sigma: also predict the variance interpolation (2C output channels).
     :param norm_groups: GroupNorm groups (gcd with the channel count).
+    :param cond_dim: size D of a semantic code ``cond`` ``[B, D]`` that scales every residual block after the
+        time scale-shift (Diff-AE's conditional decoder, :class:`~cflight.models.generative.diffae.DiffAE`);
+        ``None`` (default): unconditional, with the same parameters and outputs as before the option existed.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int | Sequence[int] = 28, model_channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (7,), head_channels: int = 32, dropout: float = 0.0,
-                 learn_sigma: bool = True, norm_groups: int = 32) -> None:
+                 learn_sigma: bool = True, norm_groups: int = 32, cond_dim: int | None = None) -> None:
         super().__init__()
         if in_channels < 1 or model_channels < 1 or num_res_blocks < 1 or not channel_mult:
             raise ValueError("need in_channels, model_channels, num_res_blocks >= 1 and a non-empty "
@@ -139,6 +155,9 @@ class UNet(nn.Module):
                              f"{dropout}")
         self.in_channels, self.image_size = in_channels, as_size(image_size)
         self.learn_sigma, self.model_channels = bool(learn_sigma), model_channels
+        if cond_dim is not None and cond_dim < 1:
+            raise ValueError(f"cond_dim must be >= 1 or None, got {cond_dim}")
+        self.cond_dim = cond_dim
         self.out_channels = in_channels * (2 if learn_sigma else 1)
         emb_dim = 4 * model_channels
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(),
@@ -151,7 +170,7 @@ class UNet(nn.Module):
         for level, mult in enumerate(channel_mult):
             level_res.append(res)
             for _ in range(num_res_blocks):
-                stage = _Stage([ResBlock(ch, model_channels * mult, emb_dim, dropout, norm_groups)])
+                stage = _Stage([ResBlock(ch, model_channels * mult, emb_dim, dropout, norm_groups, cond_dim)])
                 ch = model_channels * mult
                 if res in attention_resolutions:
                     stage.append(Attention(ch, head_channels, norm_groups))
@@ -166,14 +185,15 @@ class UNet(nn.Module):
         if missing:
             raise ValueError(f"attention_resolutions {missing} never occur; feature-map sizes are reached by "
                              f"halving {min(self.image_size)} {len(channel_mult) - 1} times")
-        self.middle = _Stage([ResBlock(ch, ch, emb_dim, dropout, norm_groups),
+        self.middle = _Stage([ResBlock(ch, ch, emb_dim, dropout, norm_groups, cond_dim),
                               Attention(ch, head_channels, norm_groups),
-                              ResBlock(ch, ch, emb_dim, dropout, norm_groups)])
+                              ResBlock(ch, ch, emb_dim, dropout, norm_groups, cond_dim)])
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleDict()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
-                block = ResBlock(ch + skips.pop(), model_channels * mult, emb_dim, dropout, norm_groups)
+                block = ResBlock(ch + skips.pop(), model_channels * mult, emb_dim, dropout, norm_groups,
+                                 cond_dim)
                 stage = _Stage([block])
                 ch = model_channels * mult
                 if level_res[level] in attention_resolutions:
@@ -184,7 +204,13 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(ch, norm_groups), nn.SiLU(),
                                  _zero(nn.Conv2d(ch, self.out_channels, 3, padding=1)))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """``x`` ``[B, C, H, W]``, ``t`` ``[B]`` or scalar, ``cond`` ``[B, D]`` (only with ``cond_dim``)."""
+        if (cond is None) != (self.cond_dim is None):
+            raise ValueError(f"UNet(cond_dim={self.cond_dim}) called with cond "
+                             f"{'missing' if cond is None else 'given'}")
+        if cond is not None and tuple(cond.shape) != (x.shape[0], self.cond_dim):
+            raise ValueError(f"cond must have shape [{x.shape[0]}, {self.cond_dim}], got {tuple(cond.shape)}")
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
@@ -192,11 +218,11 @@ class UNet(nn.Module):
         h = self.input_conv(x)
         hs = [h]
         for stage in self.down:
-            h = stage(h, emb)
+            h = stage(h, emb, cond)
             hs.append(h)
-        h = self.middle(h, emb)
+        h = self.middle(h, emb, cond)
         for i, stage in enumerate(self.up):
-            h = stage(torch.cat([h, hs.pop()], dim=1), emb)
+            h = stage(torch.cat([h, hs.pop()], dim=1), emb, cond)
             if str(i) in self.upsample:
                 h = self.upsample[str(i)](h, tuple(hs[-1].shape[-2:]))
         return self.out(h)
