@@ -26,7 +26,10 @@ from torch import Tensor
 
 SHARD_GLOB = "shard-*.pt"
 FORMAT = 2
-IMAGE_KEYS = ("image", "x_cf", "reconstruction")  # last path component of the keys stored as images
+# Last path component of the keys stored as images (uint8): originals, counterfactuals, a latent method's
+# reconstruction, AC-RE's pre-inpainting image, its chain reconstruction and masks (all in [0, 1]).
+IMAGE_KEYS = ("image", "x_cf", "reconstruction", "pre_explanation", "chain_reconstruction", "change_mask",
+              "inpaint_mask")
 UNREADABLE = "unreadable"
 
 
