@@ -5,6 +5,8 @@
     .venv/bin/python scripts/train_shipped.py gan          # cflight fit -c configs/train/gan_mnist.yaml
     .venv/bin/python scripts/train_shipped.py robust       # cflight fit -c configs/train/robust_mnist.yaml
     .venv/bin/python scripts/train_shipped.py ddpm         # cflight fit -c configs/train/ddpm_mnist.yaml
+    .venv/bin/python scripts/train_shipped.py squares_regressor  # cflight fit -c configs/train/regressor_squares.yaml
+    .venv/bin/python scripts/train_shipped.py squares_oracle     # cflight fit -c configs/train/oracle_squares.yaml
     .venv/bin/python scripts/train_shipped.py all
     .venv/bin/python scripts/train_shipped.py ddpm --set trainer.max_steps=6000 \
         --set model.init_args.init_weights=checkpoints/mnist_ddpm.pt      # continue from the shipped file
@@ -16,7 +18,8 @@ validation metric), exports its network to ``checkpoints/<file>`` (no optimiser 
 reconstruction from the posterior mean; GAN — encoder reconstruction MSE, projection MSE (GANManifold) and
 FID of samples; robust — clean and PGD-20 (l2, ε of its config) accuracy, and the ECE temperature fitted on
 the validation split (the exported file is the calibrated ``TemperatureWrapper``); DDPM — FID of DDIM-50
-samples. FIDs use the penultimate features of the shipped classifier against the 10 000 test images
+samples; squares regressor/oracle — MSE and MAE on the squares test split and on the 630-image mirror grid
+(spec latent_and_regression §2.6). FIDs use the penultimate features of the shipped classifier against the 10 000 test images
 (reference: the FID of 10 000 training images is reported beside them).
 """
 from __future__ import annotations
@@ -45,6 +48,8 @@ JOBS = {
     "gan": ("configs/train/gan_mnist.yaml", "checkpoints/mnist_gan.pt", "generator"),
     "robust": ("configs/train/robust_mnist.yaml", "checkpoints/mnist_robust.pt", "classifier"),
     "ddpm": ("configs/train/ddpm_mnist.yaml", "checkpoints/mnist_ddpm.pt", "denoiser"),
+    "squares_regressor": ("configs/train/regressor_squares.yaml", "checkpoints/squares_regressor.pt", "regressor"),
+    "squares_oracle": ("configs/train/oracle_squares.yaml", "checkpoints/squares_oracle.pt", "regressor"),
 }
 FID_NET = "checkpoints/mnist_classifier.pt"
 FID_SAMPLES = 2000
@@ -143,6 +148,28 @@ def evaluate_ddpm(path: str) -> dict[str, float]:
 
 
 @torch.no_grad()
+def evaluate_regressor(path: str, config: dict) -> dict[str, float]:
+    """MSE/MAE of a squares regressor file on its config's test split and on both mirror grids (§2.6)."""
+    from torch.utils.data import ConcatDataset, DataLoader
+
+    from cflight.data import SquaresDataModule
+    from cflight.data.squares import SquaresDataset
+
+    net = load_net(path, expected_kind="regressor")
+    data = {k: v for k, v in config["data"]["init_args"].items() if k in ("n_test", "noise_std", "seed")}
+    dm = SquaresDataModule(**data, batch_size=500)
+    dm.setup("test")
+    seed = int(data.get("seed", 0))
+    grid = ConcatDataset([SquaresDataset(None, seed, "test", d) for d in ("grid_lower", "grid_upper")])
+    out = {}
+    for name, loader in (("test", dm.test_dataloader()), ("grid", DataLoader(grid, batch_size=315))):
+        err = torch.cat([net(b["image"]).squeeze(1) - b["target"].float() for b in loader])
+        out.update({f"{name}_mae": float(err.abs().mean()), f"{name}_mse": float(err.pow(2).mean()),
+                    f"{name}_images": err.numel()})
+    return out
+
+
+@torch.no_grad()
 def evaluate(path: str, kind: str, root: str = "data") -> dict[str, float]:
     """Test accuracy of a classifier or test reconstruction MSE (posterior mean) of a VAE file."""
     net = load_net(path, expected_kind=kind)
@@ -193,6 +220,8 @@ def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = Non
         metrics = evaluate_robust(out, cfg)
     elif name == "ddpm":
         metrics = evaluate_ddpm(out)
+    elif kind == "regressor":
+        metrics = evaluate_regressor(out, cfg)
     else:
         metrics = evaluate(out, kind)
     export_checkpoint(best, out, {"config": config, **metrics})  # again, with the measured metric

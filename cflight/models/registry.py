@@ -155,3 +155,4 @@ def _ensure_builtin() -> None:
     import cflight.models.classifiers  # noqa: F401
     import cflight.models.descriptors  # noqa: F401
     import cflight.models.generative  # noqa: F401
+    import cflight.models.regressors  # noqa: F401
