@@ -102,3 +102,19 @@ def test_explain_config_on_shipped_checkpoints(config, limit, min_validity, tmp_
     metrics = json.load(open(out / "metrics.json"))
     assert metrics["n"] == limit and metrics["validity"] >= min_validity, metrics
     assert metrics["mean_l1"] > 0 and (out / "gallery.png").is_file()
+
+
+def test_several_values_config_on_the_shipped_regressor(tmp_path, monkeypatch) -> None:
+    """The squares regression job: each of 8 images toward 5 values, with the oracle's verdict."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "job"
+    main(["predict", "-c", "configs/explain/svce_squares_several_values.yaml", "--data.init_args.predict_limit=8",
+          f"--trainer.callbacks.init_args.output_dir={out}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+          "--trainer.enable_progress_bar=false"])
+    metrics = json.load(open(out / "metrics.json"))
+    assert 8 <= metrics["n"] <= 40 and metrics["validity"] >= 0.9, metrics  # targets already within δ are skipped
+    assert metrics["mae_to_target"] < 0.05 < metrics["mae_to_target_before"]
+    for key in ("oracle_validity", "oracle_mae", "background_mae"):
+        assert key in metrics, key
+    for name in ("gallery.png", "difference_by_target.png", "results.csv"):
+        assert (out / name).is_file(), name
