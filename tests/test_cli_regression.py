@@ -13,6 +13,8 @@ METHODS = {
     "SparseAFW": "{class_path: cflight.methods.SparseAFW, init_args: {eps: 3.0, steps: 30, early_stop: true}}",
     "PGD": "{class_path: cflight.methods.PGD, init_args: {eps: 2.0, steps: 40, step_size: 0.1, random_start: false}}",
     "APGD": "{class_path: cflight.methods.APGD, init_args: {eps: 2.0, steps: 30}}",
+    "ACRE": "{class_path: cflight.methods.ACRE, init_args: {denoiser: {class_path: tests.methods.test_dvce."
+            "GaussianDenoiser, init_args: {learn_sigma: true}}, max_iterations: 20, step_size: 0.02, dilation: 1}}",
     "DVCE": "{class_path: cflight.methods.DVCE, init_args: {denoiser: {class_path: tests.methods.test_dvce."
             "GaussianDenoiser, init_args: {mu: 0.0, s: 0.5}}, timestep_respacing: '20', skip_timesteps: 10, "
             "cone_angle: null, classifier_lambda: 1.0}}",
