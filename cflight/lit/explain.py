@@ -15,7 +15,7 @@ from cflight.methods.base import CounterfactualMethod
 from cflight.methods.compare import MethodComparison
 from cflight.models.registry import load_net
 from cflight.targets import FixedClass, SecondMostLikely, TargetPolicy
-from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, ClassTarget, CounterfactualOutput, RegressionTarget, Target
+from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, CounterfactualOutput, RegressionTarget, Target
 from cflight.validation import check_images, check_model_input
 
 
@@ -192,11 +192,11 @@ class ExplainModule(LightningModule):
         x_cf = out.x_cf.detach()
         pred_cf = self.model(x_cf)
         scores = {"x_cf": out.x_cf, "logits_cf": pred_cf, "success": out.success, "steps": out.steps,
-                  "valid": self._reached(pred_cf, target),
+                  "valid": Fn.target_reached(pred_cf, target),
                   "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
         oracle = None if self.oracle is None else self.oracle(x_cf)
         if oracle is not None:
-            scores["oracle_valid"] = self._reached(oracle, target)
+            scores["oracle_valid"] = Fn.target_reached(oracle, target)
         if isinstance(target, RegressionTarget):
             scores.update(prediction_cf=pred_cf[:, 0], abs_error=(pred_cf[:, 0] - target.value).abs())
             if oracle is not None:
@@ -222,11 +222,3 @@ class ExplainModule(LightningModule):
         if before.shape[1] != len(self.descriptor_names):
             raise ValueError(f"descriptor model gives {before.shape[1]} values for {len(self.descriptor_names)} names")
         return {"descriptors_before": before, "descriptor_delta": descriptor_change(before, after)}
-
-    @staticmethod
-    def _reached(pred: Tensor, target: Target) -> Tensor:
-        if isinstance(target, RegressionTarget):
-            tol = torch.as_tensor(target.tolerance, dtype=pred.dtype, device=pred.device)
-            return (pred[:, 0] - target.value).abs() <= tol
-        p = Fn.class_probability(pred, target.classes)
-        return Fn.threshold_reached(p, target.threshold, target.direction)

@@ -173,7 +173,7 @@ class ACRE(CounterfactualMethod):
             out, image = out.detach(), image.detach()
             if i == 0:
                 recon = image  # R_τ(x): every sample is active at iteration 0
-            reached = self._reached(out, tgt)
+            reached = Fn.target_reached(out, tgt)
             ever[frozen.ids[reached]] = True
             done = reached if self.early_stop else torch.zeros_like(reached)
             moving = None if self.reference_extra_step else ~done
@@ -208,15 +208,8 @@ class ACRE(CounterfactualMethod):
         extras = {"pre_explanation": pe, "change_mask": mask, "inpaint_mask": (~keep).to(x.dtype),
                   "chain_reconstruction": recon, "attack_reached": reached, "attack_pred": attack_pred}
         return CounterfactualOutput(x_cf=x_cf, pred=pred, pred_cf=pred_cf,
-                                    success=self._reached(pred_cf, target), steps=steps, extras=extras)
+                                    success=Fn.target_reached(pred_cf, target), steps=steps, extras=extras)
 
-    @staticmethod
-    def _reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
-        if isinstance(target, ClassTarget):
-            p = Fn.class_probability(out, target.classes)
-            return Fn.threshold_reached(p, target.threshold, target.direction)
-        tol = torch.as_tensor(target.tolerance, dtype=out.dtype, device=out.device)
-        return (out[:, 0] - target.value.to(out.dtype)).abs() <= tol
 
 
 class ACE(ACRE):

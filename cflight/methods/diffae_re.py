@@ -117,7 +117,7 @@ class DiffAERE(CounterfactualMethod):
                 out = model(x_r)
             if i == 0:
                 recon[rows] = x_r.detach()
-            reached = _reached(out.detach(), sub)
+            reached = Fn.target_reached(out.detach(), sub)
             done = reached | last
             x_cf[rows[done]], pred_cf[rows[done]] = x_r.detach()[done], out.detach()[done]
             success[rows[done]], steps[rows[done]] = reached[done], i
@@ -135,10 +135,3 @@ class DiffAERE(CounterfactualMethod):
         return CounterfactualOutput(x_cf, pred, pred_cf, success, steps, latent=z,
                                     extras={"latent0": z0, "reconstruction": recon})
 
-
-def _reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
-    if isinstance(target, RegressionTarget):
-        tol = torch.as_tensor(target.tolerance, dtype=out.dtype, device=out.device)
-        return (out[:, 0] - target.value).abs() <= tol
-    p = Fn.class_probability(out, target.classes)
-    return Fn.threshold_reached(p, target.threshold, target.direction)

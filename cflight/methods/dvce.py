@@ -227,7 +227,7 @@ class DVCE(CounterfactualMethod):
                     image = from_diffusion(pred_x0)  # what would be returned now
                     with torch.no_grad():
                         out_image = model(image)
-                    done = self._reached(out_image, target) | (t == 0)  # t = 0: everyone's last step
+                    done = Fn.target_reached(out_image, target) | (t == 0)  # t = 0: everyone's last step
                     keep = frozen.freeze(done, k - t, x_cf=image, pred_cf=out_image)
                     if keep is not None:  # frozen samples leave: later steps run on the others only
                         xt, x0, index, target = xt[keep], x0[keep], index[keep], target.select(keep)
@@ -250,12 +250,4 @@ class DVCE(CounterfactualMethod):
             with torch.no_grad():
                 pred_cf = model(x_cf)
         return CounterfactualOutput(x_cf=x_cf, pred=pred, pred_cf=pred_cf,
-                                    success=self._reached(pred_cf, target_all), steps=steps, extras=extras)
-
-    @staticmethod
-    def _reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
-        if isinstance(target, ClassTarget):
-            p = Fn.class_probability(out, target.classes)
-            return Fn.threshold_reached(p, target.threshold, target.direction)
-        tol = torch.as_tensor(target.tolerance, dtype=out.dtype, device=out.device)
-        return (out[:, 0] - target.value.to(out.dtype)).abs() <= tol
+                                    success=Fn.target_reached(pred_cf, target_all), steps=steps, extras=extras)

@@ -42,12 +42,7 @@ def pixel_objective(out: Tensor, target: Target, objective: str = "log_conf",
     raise ValueError(f"unknown objective {objective!r}; expected one of {PIXEL_OBJECTIVES}")
 
 
-def reached(out: Tensor, target: Target) -> Tensor:
-    """``[B]`` bool: the model output reaches the target (``threshold_reached`` / regression tolerance)."""
-    if isinstance(target, ClassTarget):
-        return Fn.threshold_reached(Fn.class_probability(out, target.classes), target.threshold, target.direction)
-    err = (out[:, 0] - target.value).abs()
-    return err <= torch.as_tensor(target.tolerance, dtype=err.dtype, device=err.device)
+reached = Fn.target_reached  # (the name the pixel methods have used)
 
 
 def make_loss_grad(model: nn.Module, target: Target, objective: str = "log_conf",

@@ -48,3 +48,14 @@ def test_distances():
     y = torch.ones(2, 1, 2, 2)
     assert Fn.l1_distance(x, y).tolist() == [4.0, 4.0]
     assert Fn.l2_distance(x, y).tolist() == [2.0, 2.0]
+
+
+def test_target_reached_for_class_and_regression_targets():
+    from cflight.types import ClassTarget, RegressionTarget
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    assert Fn.target_reached(logits, ClassTarget(torch.tensor([0, 0]), 0.5)).tolist() == [True, False]
+    down = ClassTarget(torch.tensor([0, 0]), 0.5, torch.tensor([-1, -1]))
+    assert Fn.target_reached(logits, down).tolist() == [False, True]
+    values = torch.tensor([[0.30], [0.36], [0.24]])
+    assert Fn.target_reached(values, RegressionTarget(torch.full((3,), 0.3), 0.05)).tolist() == [True, False, False]

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cflight.rng import per_sample_normal  # re-exported: per-sample noise lives in the low-level cflight.rng
+from cflight.types import ClassTarget, RegressionTarget
 
 __all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "l1_distance", "l2_distance",
-           "per_sample_normal", "threshold_reached"]
+           "per_sample_normal", "target_reached", "threshold_reached"]
 
 OBJECTIVES = ("prob", "logit", "log_prob")
 
@@ -71,6 +72,15 @@ def threshold_reached(p: Tensor, threshold: float | Tensor, direction: Tensor) -
     """``p > τ`` where ``direction == +1`` and ``p < τ`` where ``direction == −1`` (strict, spec §1.3 line 6)."""
     thr = torch.as_tensor(threshold, dtype=p.dtype, device=p.device)
     return torch.where(direction > 0, p > thr, p < thr)
+
+
+def target_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
+    """``[B]`` bool: model outputs ``out`` reach ``target`` — the class probability past its threshold
+    (:func:`threshold_reached`), or a regressor's ``|ŷ − ỹ| ≤ δ`` (Ha & Bender 2025, spec §2.2)."""
+    if isinstance(target, ClassTarget):
+        return threshold_reached(class_probability(out, target.classes), target.threshold, target.direction)
+    err = (out[:, 0] - target.value.to(out.dtype)).abs()
+    return err <= torch.as_tensor(target.tolerance, dtype=err.dtype, device=err.device)
 
 
 def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int, lr: float,
