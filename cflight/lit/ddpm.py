@@ -93,8 +93,12 @@ class DDPMModule(LightningModule):
             t = per_sample_randint(steps, (), EVAL_SEED, index, stream=Stream.EVAL_TIMESTEP, device=x0.device)
             noise = per_sample_normal(tuple(x0.shape[1:]), EVAL_SEED, index, stream=Stream.EVAL_NOISE,
                                       device=x0.device, dtype=x0.dtype)
-        terms = self.diffusion.training_losses(net, x0, t, noise, self.hparams.lambda_vlb)
-        return {k: v.mean() for k, v in terms.items()}
+        return {k: v.mean() for k, v in self._loss_terms(net, x0, t, noise).items()}
+
+    def _loss_terms(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor) -> dict[str, Tensor]:
+        """Per-sample loss terms at diffusion-space ``x0``, timesteps ``t`` and noise ``ε`` (subclasses
+        condition the denoiser here)."""
+        return self.diffusion.training_losses(net, x0, t, noise, self.hparams.lambda_vlb)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms = self._losses(self.online, batch["image"])

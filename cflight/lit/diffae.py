@@ -7,9 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from cflight.lit._images import log_grid
-from cflight.lit.ddpm import EVAL_SEED, DDPMModule
-from cflight.models.generative.diffusion import to_diffusion
-from cflight.rng import Stream, per_sample_normal, per_sample_randint
+from cflight.lit.ddpm import DDPMModule
 
 
 class DiffAEModule(DDPMModule):
@@ -56,20 +54,10 @@ class DiffAEModule(DDPMModule):
         """The EMA denoiser's ε̂ at diffusion-space ``x``, original timesteps ``t`` and ``z_sem``."""
         return self.net(x, t, z_sem)
 
-    def _losses(self, net: nn.Module, x: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
-        """As :meth:`DDPMModule._losses`, the denoiser conditioned on ``z_sem = Enc(x0)`` (the encoder is
-        trained through it; ``net.encoder`` directly: the checks of ``encode`` would sync the device each step)."""
-        x0 = to_diffusion(x)
-        n, steps = x0.shape[0], self.diffusion.num_steps
-        if index is None:
-            t = torch.randint(0, steps, (n,), device=x0.device)
-            noise = torch.randn_like(x0)
-        else:
-            t = per_sample_randint(steps, (), EVAL_SEED, index, stream=Stream.EVAL_TIMESTEP, device=x0.device)
-            noise = per_sample_normal(tuple(x0.shape[1:]), EVAL_SEED, index, stream=Stream.EVAL_NOISE,
-                                      device=x0.device, dtype=x0.dtype)
-        terms = self.diffusion.training_losses(net, x0, t, noise, 0.0, model_kwargs={"z_sem": net.encoder(x0)})
-        return {k: v.mean() for k, v in terms.items()}
+    def _loss_terms(self, net: nn.Module, x0: Tensor, t: Tensor, noise: Tensor) -> dict[str, Tensor]:
+        """ε-MSE of the denoiser conditioned on ``z_sem = Enc(x0)`` (the encoder is trained through it;
+        ``net.encoder`` directly: the checks of ``encode`` would sync the device each step)."""
+        return self.diffusion.training_losses(net, x0, t, noise, 0.0, model_kwargs={"z_sem": net.encoder(x0)})
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
