@@ -42,3 +42,23 @@ class Normalize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
+
+
+def conv_pool_stack(name: str, in_channels: int, image_size: tuple[int, int], widths: Sequence[int],
+                    batch_norm: bool) -> tuple[nn.Sequential, int]:
+    """``[Conv3×3 (+ BN) + ReLU + MaxPool2]`` per width, and its output channels; the image size must be
+    divisible by ``2^len(widths)`` (one line naming network ``name`` otherwise)."""
+    if not widths:
+        raise ValueError(f"{name} needs at least one conv width")
+    factor = 2 ** len(widths)
+    if image_size[0] % factor or image_size[1] % factor:
+        raise ValueError(f"{name} with {len(widths)} blocks needs an image size divisible by {factor}, "
+                         f"got {image_size}")
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm)]
+        layers += [nn.BatchNorm2d(width)] if batch_norm else []
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
+        channels = width
+    return nn.Sequential(*layers), channels

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from einops import rearrange
 from torch import Tensor, nn
 
-from cflight.models.classifiers.base import Normalize, as_size
+from cflight.models.classifiers.base import Normalize, as_size, conv_pool_stack
 from cflight.models.registry import register_net
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -92,26 +92,15 @@ class SimpleCNN(nn.Module):
                  init: str = "default") -> None:
         super().__init__()
         self.in_channels, self.image_size, self.num_classes = in_channels, as_size(image_size), num_classes
-        if not widths:
-            raise ValueError("simple_cnn needs at least one conv width")
         if global_pool not in ("avg", "max", None):
             raise ValueError(f"global_pool must be 'avg', 'max' or None, got {global_pool!r}")
         if init not in ("default", "reference"):
             raise ValueError(f"init must be 'default' or 'reference', got {init!r}")
+        stack, channels = conv_pool_stack("simple_cnn", in_channels, self.image_size, widths, batch_norm)
         factor = 2 ** len(widths)
         h, w = self.image_size
-        if h % factor or w % factor:
-            raise ValueError(f"simple_cnn with {len(widths)} blocks needs an image size divisible by {factor}, "
-                             f"got {self.image_size}")
         self.normalize = Normalize(mean, std, in_channels)
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for width in widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm)]
-            layers += [nn.BatchNorm2d(width)] if batch_norm else []
-            layers += [nn.ReLU(), nn.MaxPool2d(2)]
-            channels = width
-        self.features = nn.Sequential(*layers)
+        self.features = stack
         self.global_pool = global_pool
         features = channels if global_pool else channels * (h // factor) * (w // factor)
         head: list[nn.Module] = []

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from cflight.models.classifiers.base import Normalize, as_size
+from cflight.models.classifiers.base import Normalize, as_size, conv_pool_stack
 from cflight.models.registry import register_net
 
 
@@ -32,21 +32,9 @@ class CNNRegressor(nn.Module):
                  mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5) -> None:
         super().__init__()
         self.in_channels, self.image_size = in_channels, as_size(image_size)
-        if not widths:
-            raise ValueError("regressor_cnn needs at least one conv width")
-        factor = 2 ** len(widths)
-        if self.image_size[0] % factor or self.image_size[1] % factor:
-            raise ValueError(f"regressor_cnn with {len(widths)} blocks needs an image size divisible by "
-                             f"{factor}, got {self.image_size}")
+        stack, channels = conv_pool_stack("regressor_cnn", in_channels, self.image_size, widths, batch_norm)
         self.normalize = Normalize(mean, std, in_channels)
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for width in widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm)]
-            layers += [nn.BatchNorm2d(width)] if batch_norm else []
-            layers += [nn.ReLU(), nn.MaxPool2d(2)]
-            channels = width
-        self.backbone = nn.Sequential(*layers)
+        self.backbone = stack
         self.head = nn.Linear(channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
