@@ -34,30 +34,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.memory_probe import reset_peak, status_mb  # noqa: E402
 from cflight.methods import ACRE  # noqa: E402
 from cflight.models.acceleration import Acceleration  # noqa: E402
 from cflight.models.generative.unet import UNet  # noqa: E402
 from cflight.types import RegressionTarget  # noqa: E402
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> None:
-    """Reset VmHWM to the current RSS (Linux ≥ 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def measure(args: argparse.Namespace, checkpoint: bool) -> dict:
@@ -79,14 +60,14 @@ def measure(args: argparse.Namespace, checkpoint: bool) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     # the first gradient of a fresh process: freed memory is not yet cached by the allocator, so the peak
     # growth is this gradient's own
-    rss_before = _status_mb("VmRSS")
-    _reset_peak()
+    rss_before = status_mb("VmRSS")
+    reset_peak()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         alloc_before = torch.cuda.memory_allocated()
     g = gradient()
     sync()
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     result = {"checkpoint_chain": checkpoint, "grad_abs_sum": float(g.abs().sum())}
     if device.type == "cpu" and peak is not None and rss_before is not None:
         result["rss_increase_mb"] = round(peak - rss_before, 1)

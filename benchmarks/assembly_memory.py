@@ -31,6 +31,9 @@ import torch
 from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.memory_probe import reset_peak, status_mb  # noqa: E402
 SIZE, CLASSES, K, SHARD = 64, 10, 6, 256
 NAMES = [f"d{k}" for k in range(K)]
 
@@ -68,8 +71,8 @@ def assemble(out_dir: str, baseline: bool) -> dict:
     from cflight.lit.assembly import make_plan
 
     writer = CounterfactualWriter(out_dir, gallery_size=16, fid_feature_net=_feature_net())
-    before_mb = _status_mb("VmRSS")
-    _reset_peak()
+    before_mb = _mb(status_mb("VmRSS"))
+    reset_peak()
     t0 = time.perf_counter()
     if not baseline:
         module = SimpleNamespace(method_names=[], descriptor_names=NAMES, class_names=None,
@@ -79,31 +82,11 @@ def assemble(out_dir: str, baseline: bool) -> dict:
         metrics = writer.assemble(plan, reduced, module, seconds=0.0, computed=0)
         assert metrics["n"] == plan.n_rows
     seconds = time.perf_counter() - t0
-    peak_mb = _status_mb("VmHWM")  # since the reset: the peak of the assembly itself
+    peak_mb = _mb(status_mb("VmHWM"))  # since the reset: the peak of the assembly itself
     return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_before_assembly_mb": before_mb, "peak_rss_during_assembly_mb": peak_mb,
             "assembly_increase_mb": round(peak_mb - before_mb, 1) if peak_mb and before_mb else None,
             "seconds": round(seconds, 2)}
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> None:
-    """Reset VmHWM to the current RSS (Linux ≥ 4.0), so the peak measured is the assembly's, not the imports'."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def _child(out_dir: str, baseline: bool) -> dict:
@@ -111,6 +94,10 @@ def _child(out_dir: str, baseline: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT, "WANDB_MODE": "offline"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mb(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
 
 
 def _ratio(results: list[dict], key: str) -> float | None:
