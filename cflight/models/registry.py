@@ -70,6 +70,11 @@ def export_net(net_name: str, net_kwargs: dict[str, Any], state_dict: dict[str, 
 def load_net(path: str, expected_kind: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load a network from a Lightning checkpoint or an exported weight file, in eval mode.
 
+    A plain state dict is recognised by its keys when it is one of the published layouts
+    (:data:`PUBLISHED_LAYOUTS`: robustness-library / RobustBench / torchvision ResNets, see
+    :mod:`cflight.models.pretrained.classifiers`; the Counterfactual Attacks MNIST files, see
+    :mod:`cflight.models.pretrained.counterfactual_attacks`), built with the loaders' faithful defaults.
+
     Raises one-line errors naming the file for a missing file, an unreadable file, a checkpoint without a
     cflight network, or a network of the wrong kind.
     """
@@ -96,9 +101,18 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
         name, kwargs = hp["net"], dict(hp.get("net_kwargs") or {})
         state = {k.removeprefix("net."): v for k, v in (ckpt.get("state_dict") or {}).items()
                  if k.startswith("net.")}
-    else:
-        raise BadInputError(f"checkpoint {path!r} holds no cflight network (expected {what}; a plain state "
-                            f"dict does not say which network it belongs to); {fix}")
+    else:  # a plain state dict: one of the published layouts cflight knows by their keys, or nothing
+        published = _identify_published(ckpt)
+        if published is None:
+            raise BadInputError(f"checkpoint {path!r} holds no cflight network (expected {what}; a plain state "
+                                f"dict does not say which network it belongs to, and its keys match none of the "
+                                f"published layouts: {PUBLISHED_LAYOUTS}); {fix}, or load a timm weight file "
+                                "with cflight.models.pretrained.load_timm_classifier(path, model_name)")
+        if expected_kind is not None and published.kind != expected_kind:
+            raise BadInputError(f"checkpoint {path!r} holds a {published.kind} ({published.layout}), expected a "
+                                f"{expected_kind}; pass a {expected_kind} checkpoint here")
+        net = published.build(path)
+        return net.to(map_location) if isinstance(map_location, (str, torch.device)) else net
     try:
         kind = net_kind(name)
     except KeyError as err:
@@ -136,6 +150,22 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
     return net.eval()
 
 
+PUBLISHED_LAYOUTS = ("robustness-library checkpoint ('module.model.*'), RobustBench ImageNet ResNet ('model.*', "
+                     "'normalize.*'), torchvision ResNet ('conv1.weight', 'layer1.*', 'fc.weight'), Counterfactual "
+                     "Attacks MNIST classifier ('network.*') or VAE ('encoder_conv.*', 'decoder_net.*')")
+
+
+def _identify_published(ckpt: dict[str, Any]) -> Any:
+    """The :class:`~cflight.models.pretrained.published.Published` layout of a plain state dict, or ``None``."""
+    from cflight.models.pretrained import classifiers, counterfactual_attacks
+    from cflight.models.pretrained.published import unwrap_state_dict
+
+    state = unwrap_state_dict(ckpt)
+    if state is None:
+        return None
+    return counterfactual_attacks.identify(state) or classifiers.identify(state)
+
+
 def _attach_training_schedule(net: nn.Module, ckpt: dict[str, Any], hp: Any) -> None:
     """A denoiser carries the diffusion it was trained with (``net.training_schedule``), for the methods to check."""
     from cflight.models.generative.training_schedule import TrainingSchedule
@@ -156,3 +186,6 @@ def _ensure_builtin() -> None:
     import cflight.models.descriptors  # noqa: F401
     import cflight.models.generative  # noqa: F401
     import cflight.models.regressors  # noqa: F401
+    import cflight.models.pretrained.classifiers  # noqa: F401  (torchvision_resnet)
+    import cflight.models.pretrained.counterfactual_attacks  # noqa: F401  (counterfactual_attacks_vae)
+    import cflight.models.pretrained.guided_diffusion  # noqa: F401  (adm_unet)
