@@ -59,6 +59,9 @@ class Stream(IntEnum):
     FIXED_SAMPLES = 11  # VAE/GAN logged sample grids: prior samples, index = grid position
     ACRE_CHAIN = 12  # AC-RE / ACE: noise of R_τ; step = iteration·(τ + 1) + (0: start, 1 + t: step t)
     ACRE_INPAINT = 13  # ... inpainting pass; step 0: start, 1 + t: known region, 1 + τ + t: step t
+    SFID_FOLD = 14  # sFID: fold of an image in split ``step``
+    KID_CAP = 15  # KID: priority of an image for the bounded feature store
+    KID_SUBSET = 16  # KID: subset draws
 
 
 def _mulhilo(a: Tensor, m: int) -> tuple[Tensor, Tensor]:
