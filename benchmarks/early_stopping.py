@@ -28,9 +28,7 @@ import importlib
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,11 +38,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from cflight.methods import APGD, PGD
-from cflight.methods import functional as Fn
-from cflight.models.registry import load_net
-from cflight.targets import SecondMostLikely
-from cflight.types import ClassTarget
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.provenance import provenance  # noqa: E402
+from cflight.methods import APGD, PGD  # noqa: E402
+from cflight.methods import functional as Fn  # noqa: E402
+from cflight.models.registry import load_net  # noqa: E402
+from cflight.targets import SecondMostLikely  # noqa: E402
+from cflight.types import ClassTarget  # noqa: E402
 
 
 class EvalCounter:
@@ -187,14 +188,6 @@ def table(head: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def git_commit() -> dict[str, Any]:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], capture_output=True, text=True, check=False).stdout.strip()
-
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--svce-config", default="configs/explain/svce_mnist.yaml")
@@ -257,14 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {"config": cfg["config"], "model": cfg["model"], "method": "DVCE",
              "denoiser": cfg["init_args"]["denoiser"], **init})
 
-    script = os.path.relpath(__file__)
     report = {
-        "command": " ".join([os.path.relpath(sys.executable), script,
-                             *(sys.argv[1:] if argv is None else argv)]),
-        "git": git_commit(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "python": platform.python_version()},
+        **provenance(__file__, argv),
         "total_wall_s": time.perf_counter() - t_start,
         "notes": ("off = reference (every sample runs every iteration); on = early_stop=True. *_rows: "
                   "rows through the network's forward / backward passes, counted by hooks. ratio_on_off < 1 "

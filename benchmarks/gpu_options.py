@@ -30,19 +30,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict
 
 import torch
 
-from cflight.methods import DVCE, LatentAttack
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.provenance import provenance  # noqa: E402
+from cflight.methods import DVCE, LatentAttack  # noqa: E402
 from cflight.models.acceleration import Acceleration
-from cflight.models.registry import load_net
-from cflight.types import ClassTarget
+from cflight.models.registry import load_net  # noqa: E402
+from cflight.types import ClassTarget  # noqa: E402
 
 OPTIONS: dict[str, dict] = {
     "fp32": {},
@@ -78,28 +78,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     elif args.out is None:
         args.out = OUT
     return args
-
-
-def git_commit() -> dict:
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-        return {"commit": git("rev-parse", "HEAD"), "dirty": dirty}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown (no git repository)", "dirty": None}
-
-
-def machine(device: torch.device) -> dict:
-    info = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                    gpu_count=torch.cuda.device_count())
-    return info
 
 
 def load_images(n: int) -> tuple[torch.Tensor, str]:
@@ -187,9 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     images, source = load_images(max(args.batch_sizes))
     names = ["fp32", *[o for o in args.options if o != "fp32"]]  # fp32 always, first: the reference
     result = {
-        "command": shlex.join([os.path.relpath(sys.executable), "benchmarks/gpu_options.py",
-                               *(sys.argv[1:] if argv is None else argv)]),
-        "git": git_commit(), "machine": machine(device), "inputs": source, "complete": False,
+        **provenance(__file__, argv, device), "inputs": source, "complete": False,
         "settings": {"batch_sizes": args.batch_sizes, "repeats": args.repeats,
                      "latent_steps": args.latent_steps,
                      "dvce_respacing": args.dvce_respacing, "dvce_skip": args.dvce_skip,
