@@ -9,10 +9,11 @@ from cflight.lit.gan import GANModule
 from cflight.lit.regressor import RegressorModule
 from cflight.lit.export import export_checkpoint
 from cflight.lit.loggers import AutoWandbLogger
+from cflight.lit.progress import ExplainProgressBar
 from cflight.lit.robust import AdversarialTrainingModule
 from cflight.lit.vae import VAEModule
 from cflight.lit.writer import CounterfactualWriter
 
 __all__ = ["AutoWandbLogger", "ClassifierModule", "CounterfactualWriter", "DescriptorModule",
-           "DiffAEModule", "DiffAEProbeModule", "ExplainModule", "GANModule", "RegressorModule", "VAEModule",
-           "export_checkpoint"]
+           "DiffAEModule", "DiffAEProbeModule", "ExplainModule", "ExplainProgressBar", "GANModule", "RegressorModule",
+           "VAEModule", "export_checkpoint"]

@@ -193,40 +193,61 @@ def write_json(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
+HIDDEN_VALUES = ("direction", "threshold", "target_slot")  # results.csv columns the HTML table leaves out
+
+
+def _mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def _tag(r: dict[str, Any]) -> str:
+    """``#index · label l``: the small text beside a card's title."""
+    return f"#{r['index']}" + (f" · label {r['label']}" if r.get("label", "") != "" else "")
+
+
+def _values(r: dict[str, Any]) -> dict[str, Any]:
+    """A row's numbers for the HTML table (results.csv's columns, less bookkeeping ones)."""
+    return {k: v for k, v in r.items() if k not in HIDDEN_VALUES}
+
+
+def _note(r: dict[str, Any]) -> str:
+    """The top three descriptor changes on one line (a card's note), if the job measured descriptors."""
+    return "Δ " + " · ".join(r["top_changes"].split("; ")[:3]) if r.get("top_changes") else ""
+
+
 def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int,
                  methods: Sequence[str] = ()) -> tuple[list[GalleryRow], list[str]]:
-    """The first ``n`` images (by dataset index) as gallery rows, with their column names.
+    """The first ``n`` of ``rows`` as gallery cards, with their panels' column names.
 
+    Card title: the prediction change and the target probability, e.g. ``7 → 9  p(9) 0.91 ✓``.
     With compared ``methods`` (primary first): side by side, see :func:`comparison_gallery_rows`.
     """
     if methods:
         return comparison_gallery_rows(records, rows, n, methods)
     has_recon = "reconstruction" in records
     columns = ["original"] + (["reconstruction"] if has_recon else []) + ["counterfactual"]
-    columns.append("difference (cf − recon)" if has_recon else "difference")
+    columns.append("Δ (cf − recon)" if has_recon else "difference")
     out = []
     for i in range(min(n, len(rows))):
         r = rows[i]
         x, x_cf = records["image"][i], records["x_cf"][i]
         start = records["reconstruction"][i] if has_recon else x
         panels = [x] + ([start] if has_recon else []) + [x_cf, difference_map(start, x_cf)]
-        caps = [f"pred {r['prediction']} ({r['prediction_prob']:.2f})"]
+        caps = [f"pred {r['prediction']}  {r['prediction_prob']:.2f}"]
         if has_recon:
-            caps.append(f"p({r['target']}) = {r['target_prob']:.2f}")
-        caps.append(f"cf {r['cf_prediction']}: p({r['target']}) = {r['cf_target_prob']:.2f}")
-        caps.append(f"l1 {r['l1']:.1f}, {r['steps']} steps")
-        note = "\n".join(r["top_changes"].split("; ")[:3]) if r.get("top_changes") else ""
-        label = f" label {r['label']}" if r["label"] != "" else ""
-        status = "ok" if r["valid"] else "not reached"
-        out.append(GalleryRow(panels, caps, title=f"#{r['index']}{label} → {r['target']} ({status})", note=note))
+            caps.append(f"p({r['target']}) {r['target_prob']:.2f}")
+        caps.append(f"pred {r['cf_prediction']}  p({r['target']}) {r['cf_target_prob']:.2f}")
+        caps.append(f"l1 {r['l1']:.1f}\n{r['steps']} steps")
+        title = f"{r['prediction']} → {r['cf_prediction']}  p({r['target']}) {r['cf_target_prob']:.2f} {_mark(r['valid'])}"
+        out.append(GalleryRow(panels, caps, title=title, note=_note(r), ok=bool(r["valid"]), tag=_tag(r),
+                              values=_values(r)))
     return out, columns
 
 
 def regression_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int) -> tuple[list[GalleryRow], list[str]]:
-    """Gallery rows of a regressor's job: ``original | counterfactual | difference`` with ŷ → ŷ' (target ỹ).
+    """Gallery cards of a regressor's job: ``original | counterfactual | difference``, titled ŷ → ŷ' (ỹ).
 
-    Rows come in (index, target slot) order, so an image explained toward several values is shown on
-    consecutive rows, one per value.
+    Rows come in (index, target slot) order, so an image explained toward several values gets consecutive cards.
     """
     has_recon = "reconstruction" in records
     columns = ["original"] + (["reconstruction"] if has_recon else []) + ["counterfactual", "difference"]
@@ -237,18 +258,19 @@ def regression_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any
         start = records["reconstruction"][i] if has_recon else x
         panels = [x] + ([start] if has_recon else []) + [x_cf, difference_map(start, x_cf)]
         caps = [f"ŷ = {r['prediction']:.3f}"] + ([""] if has_recon else [])
-        oracle = f", oracle {r['oracle_cf_prediction']:.3f}" if "oracle_cf_prediction" in r else ""
-        caps += [f"ŷ' = {r['cf_prediction']:.3f}{oracle}", f"l1 {r['l1']:.1f}, {r['steps']} steps"]
-        status = "ok" if r["valid"] else "not reached"
-        out.append(GalleryRow(panels, caps, title=f"#{r['index']} → {r['target']:.3f} ±{r['tolerance']:g} ({status})"))
+        oracle = f"\noracle {r['oracle_cf_prediction']:.3f}" if "oracle_cf_prediction" in r else ""
+        caps += [f"ŷ' = {r['cf_prediction']:.3f}{oracle}", f"l1 {r['l1']:.1f}\n{r['steps']} steps"]
+        title = (f"{r['prediction']:.2f} → {r['cf_prediction']:.2f}  ỹ {r['target']:.2f}±{r['tolerance']:g} "
+                 f"{_mark(r['valid'])}")
+        out.append(GalleryRow(panels, caps, title=title, ok=bool(r["valid"]), tag=_tag(r), values=_values(r)))
     return out, columns
 
 
 def several_targets_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]],
                                  values: Sequence[float]) -> tuple[list[GalleryRow], list[str]]:
-    """One gallery row per image explained toward several values: ``original | cf → v1 | … | Δ v1 | …``.
+    """One card per image explained toward several values: ``original | cf → v1 | … | Δ v1 | …``.
 
-    ``records``/``rows``: the image's rows in (index, slot) order; a target the image already reached (and so
+    ``records``/``rows``: the images' rows in (index, slot) order; a target the image already reached (and so
     was not explained) shows the original with a note.
     """
     columns = ["original", *[f"→ {v:g}" for v in values], *[f"Δ {v:g}" for v in values]]
@@ -260,49 +282,59 @@ def several_targets_gallery_rows(records: dict[str, Tensor], rows: list[dict[str
         j0 = next(iter(slots.values()))
         x = records["image"][j0]
         panels, caps, diffs, diff_caps = [x], [f"ŷ = {rows[j0]['prediction']:.3f}"], [], []
-        for s in range(len(values)):
+        numbers: dict[str, Any] = {"index": idx, "prediction": rows[j0]["prediction"]}
+        for s, v in enumerate(values):
             j = slots.get(s)
             if j is None:
                 panels.append(x)
                 caps.append("already within δ")
                 diffs.append(difference_map(x, x))
                 diff_caps.append("")
+                numbers.update({f"→ {v:g} ŷ'": "", f"→ {v:g} valid": "", f"→ {v:g} steps": ""})
                 continue
             r = rows[j]
             panels.append(records["x_cf"][j])
-            caps.append(f"ŷ' = {r['cf_prediction']:.3f} ({'ok' if r['valid'] else 'not reached'})")
+            caps.append(f"ŷ' = {r['cf_prediction']:.3f} {_mark(r['valid'])}")
             diffs.append(difference_map(x, records["x_cf"][j]))
-            diff_caps.append(f"l1 {r['l1']:.1f}, {r['steps']} steps")
-        out.append(GalleryRow(panels + diffs, caps + diff_caps, title=f"#{idx}"))
+            diff_caps.append(f"l1 {r['l1']:.1f}\n{r['steps']} steps")
+            numbers.update({f"→ {v:g} ŷ'": r["cf_prediction"], f"→ {v:g} valid": bool(r["valid"]),
+                            f"→ {v:g} steps": r["steps"]})
+        reached = sum(bool(rows[j]["valid"]) for j in slots.values())
+        numbers["reached"] = reached
+        title = f"ŷ {rows[j0]['prediction']:.2f}: reached {reached} of {len(slots)} targets"
+        v = len(values)  # on a card: the counterfactuals on one line, each one's difference under it
+        lines = [list(range(v + 1)), [None, *range(v + 1, 2 * v + 1)]]
+        out.append(GalleryRow(panels + diffs, caps + diff_caps, title=title, ok=reached == len(slots),
+                              tag=f"#{idx}", values=numbers, lines=lines))
     return out, columns
 
 
 def comparison_gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int,
                             methods: Sequence[str]) -> tuple[list[GalleryRow], list[str]]:
-    """Side-by-side rows ``original | method 1 | … | method k | Δ method 1 | … | Δ method k``.
+    """Side-by-side cards ``original | method 1 | … | method k | Δ method 1 | … | Δ method k``.
 
-    Each method's panel is captioned with the explained model's target probability on it and validity; its
-    difference map (against the original, also for latent methods) with the l1 distance and steps.
+    Each method's panel is captioned with the explained model's class and target probability on it and
+    validity; its difference map (against the original, also for latent methods) with the l1 distance and
+    steps. The card counts as a success when the primary method's counterfactual is valid.
     """
     names = list(methods)
     columns = ["original", *names, *[f"Δ {name}" for name in names]]
     out = []
     for i in range(min(n, len(rows))):
         r, x = rows[i], records["image"][i]
-        panels, caps, diffs, diff_caps = [x], [f"pred {r['prediction']} ({r['prediction_prob']:.2f})"], [], []
+        panels, caps, diffs, diff_caps = [x], [f"pred {r['prediction']}  {r['prediction_prob']:.2f}"], [], []
         for k, name in enumerate(names):
             key = None if k == 0 else name  # rows and records share the "<name>/<column>" keys
             x_cf = records[_key(key, "x_cf")][i]
-            status = "valid" if r[_key(key, "valid")] else "not reached"
             panels.append(x_cf)
-            caps.append(f"{r[_key(key, 'cf_prediction')]}: p({r['target']}) = {r[_key(key, 'cf_target_prob')]:.2f}, "
-                        f"{status}")
+            caps.append(f"{r[_key(key, 'cf_prediction')]}  p {r[_key(key, 'cf_target_prob')]:.2f} "
+                        f"{_mark(r[_key(key, 'valid')])}")
             diffs.append(difference_map(x, x_cf))
-            diff_caps.append(f"l1 {r[_key(key, 'l1')]:.1f}, {r[_key(key, 'steps')]} steps")
-        note = "\n".join(r["top_changes"].split("; ")[:3]) if r.get("top_changes") else ""
-        label = f" label {r['label']}" if r["label"] != "" else ""
-        out.append(GalleryRow(panels + diffs, caps + diff_caps, title=f"#{r['index']}{label} → {r['target']}",
-                              note=note))
+            diff_caps.append(f"l1 {r[_key(key, 'l1')]:.1f}\n{r[_key(key, 'steps')]} steps")
+        reached = "  ".join(f"{n_} {_mark(r[_key(None if k == 0 else n_, 'valid')])}" for k, n_ in enumerate(names))
+        title = f"{r['prediction']} → {r['target']}:  {reached}"
+        out.append(GalleryRow(panels + diffs, caps + diff_caps, title=title, note=_note(r), ok=bool(r["valid"]),
+                              tag=_tag(r), values=_values(r)))
     return out, columns
 
 

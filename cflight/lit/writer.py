@@ -16,18 +16,23 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 
 from cflight.attribution.global_attribution import GlobalAttribution, summarise
+from cflight.lit import job_gallery as G
 from cflight.lit import results as R
 from cflight.lit.assembly import ShardPlan, iter_share, kept_rows, make_plan, rows_in_index_order
 from cflight.lit.fingerprint import describe_job, differences, fingerprint, first_dataset
 from cflight.lit.job import JobDirectory, JobMismatch
-from cflight.lit.shards import IMAGE_KEYS, SLOT, SLOTS, UNREADABLE, row_shapes, shard_name, write_shard
+from cflight.lit.job_gallery import GalleryKind
+from cflight.lit.loggers import log_explanation, run_hint
+from cflight.lit.progress import install_progress_bar
+from cflight.lit.shards import IMAGE_KEYS, SLOT, UNREADABLE, row_shapes, shard_name, write_shard
 from cflight.metrics import FrechetDistance, PenultimateFeatures
 from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments, DifferenceMeans
 from cflight.models.registry import load_net
 from cflight.types import IMAGE
 from cflight.validation import check_model_input
 from cflight.viz.attribution import attribution_bar_chart
-from cflight.viz.gallery import GalleryRow, difference_map, render_html, render_png, to_uint8
+from cflight.viz.gallery import GalleryRow, difference_map, render_png, render_png_pages, to_uint8
+from cflight.viz.html import HtmlGallery
 
 __all__ = ["CounterfactualWriter", "JobMismatch", "shard_name"]
 
@@ -51,10 +56,17 @@ class CounterfactualWriter(BasePredictionWriter):
 
     **Assembly** streams the shards (never all records in memory): every process reduces its share into
     torchmetrics states on the module's device (validity, distances, descriptor moments, global
-    attribution, FID features), then rank 0 walks the rows in index order for ``results.csv`` and the
-    gallery (the first ``gallery_size`` images by index) and writes ``metrics.json``, ``gallery.png|html``,
+    attribution, FID features), then rank 0 walks the rows in index order for ``results.csv`` and
+    ``gallery.html`` (every row with its numbers, sortable; pages under ``gallery_html/`` for big jobs) and
+    writes ``metrics.json``, ``gallery.png`` (``gallery_size`` cards in a grid, chosen across source → target
+    groups and successes / failures by a first pass over the small columns, :mod:`cflight.lit.selection`),
     ``global_attribution.json|png`` and ``unreadable.csv`` (images skipped because their files could not be
-    read), and logs them to every attached logger.
+    read), and logs them to every attached logger (W&B: the gallery, a table of examples with their images,
+    the results table, the attribution as a bar chart, metrics as run summary values).
+
+    **Progress.** For ``predict`` the writer swaps Lightning's default tqdm bar for an
+    :class:`~cflight.lit.progress.ExplainProgressBar` (images done, valid so far, running validity); the job
+    ends with a short summary: validity, median steps, where the outputs and the W&B run are.
 
     With ``fid_feature_net`` set, metrics.json also gets ``fid``: the Fréchet distance (Heusel et al. 2017)
     between the counterfactuals and the **explained originals** in that network's penultimate features
@@ -67,7 +79,7 @@ class CounterfactualWriter(BasePredictionWriter):
 
     Args:
         output_dir: the job's output directory (on a filesystem every node sees, for multi-node jobs).
-        gallery_size: images shown in the gallery (the first ones by dataset index).
+        gallery_size: images shown in ``gallery.png`` (pages of at most 60 cards: ``gallery_2.png`` …).
         fid_feature_net: a classifier (module, or path of a cflight checkpoint) for FID; ``None``: no FID.
         image_format: ``"uint8"`` (default) or ``"float32"`` storage of images in shards.
         save_images: also write each original and counterfactual as PNG under ``images/`` (browsable).
@@ -113,6 +125,8 @@ class CounterfactualWriter(BasePredictionWriter):
     # ------------------------------------------------------------------------------------------ lifecycle
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.job.check_writable()  # before any work: an unwritable or full output filesystem
+        if stage == "predict":  # images done, successes and running validity in Lightning's default bar
+            install_progress_bar(trainer, pl_module, stage)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start, self._computed, self._fid_checked = time.perf_counter(), 0, False
@@ -249,42 +263,41 @@ class CounterfactualWriter(BasePredictionWriter):
         out_dir = self.output_dir
         regression = getattr(pl_module, "task", "") == "regression"
         values = list(getattr(getattr(pl_module, "target_policy", None), "values", []) or [])
-        grouped = regression and len(values) > 1  # each image toward several values: one gallery row per image
-        keys_all = plan.keys()
-        if grouped:  # every target of the first gallery_size images
-            first = torch.unique(keys_all // SLOTS)[: self.gallery_size]
-            gallery_keys = set(keys_all[torch.isin(keys_all // SLOTS, first)].tolist())
-        else:
-            gallery_keys = set(keys_all[: self.gallery_size].tolist())
-        image_keys = ["image", "reconstruction", "x_cf", *[R.method_key(n, "x_cf") for n in methods[1:]]]
+        kind = GalleryKind(tuple(methods), regression, tuple(values))
+        chosen = G.choose(plan, kind, self.gallery_size)  # across classes/targets and outcomes, reading order
+        gallery_keys = set(chosen)
+        images = G.ShardImages(plan, kind.image_keys())
+        html = HtmlGallery(os.path.join(out_dir, "gallery.html"), [], title=f"cflight: {os.path.basename(out_dir)}")
+        html_rows = G.HtmlRows(html, kind)
         gallery: dict[int, tuple[dict[str, Any], dict[str, Tensor]]] = {}
         scalar_keys = self._scalar_keys(plan)
 
-        def load(i: int) -> list[dict[str, Any]]:
+        def load(i: int) -> list[tuple[int, dict[str, Any], int, int]]:
             records = kept_rows(plan, i, scalar_keys)
             rows = R.regression_rows(records, methods) if regression else R.results_rows(records, class_names, methods)
             if names and "descriptor_delta" in records:
                 for row, text in zip(rows, R.top_changes(R.descriptor_scores(records, reduced.get("std")), names)):
                     row["top_changes"] = text
-            keys = plan.kept_keys[i].tolist()
-            wanted = [j for j, key in enumerate(keys) if key in gallery_keys]
-            if wanted:
-                images = kept_rows(plan, i, image_keys, torch.tensor(wanted))
-                for n, j in enumerate(wanted):
-                    gallery[keys[j]] = (rows[j], {k: v[n] for k, v in images.items()})
-            return rows
+            return [(key, row, i, j) for j, (key, row) in enumerate(zip(plan.kept_keys[i].tolist(), rows))]
 
         csv = R.CsvRows(os.path.join(out_dir, "results.csv"))
         steps: list[list[int]] = [[] for _ in (methods or [None])]
         table: list[dict[str, Any]] = []
         table_rows = WANDB_TABLE_ROWS if trainer is not None and trainer.loggers else 0
-        for row in rows_in_index_order(plan, load):
+        n_images, last = 0, None  # distinct images (a row is an (image, target) pair)
+        for key, row, i, j in rows_in_index_order(plan, load):
             csv.write(row)
+            n_images, last = n_images + (row["index"] != last), row["index"]
+            imgs = images.row(i, j)
+            html_rows.add(row, imgs)
+            if key in gallery_keys:  # a copy: a view would keep its whole shard's images alive
+                gallery[key] = (row, {k: v.clone() for k, v in imgs.items()})
             for m, name in enumerate(methods or [None]):
                 steps[m].append(row[R.method_key(name, "steps") if m else "steps"])
             if len(table) < table_rows:
                 table.append(row)
         csv.close()
+        html_rows.flush()
         medians = [float(statistics.median(s)) if s else 0.0 for s in steps]
         summary = reduced["summary"] if plan.n_rows else None
         columns = list(getattr(pl_module, "summary_columns", R.SUMMARY_COLUMNS["classification"]))
@@ -309,25 +322,18 @@ class CounterfactualWriter(BasePredictionWriter):
                 csv_unread.write({"index": idx})
             csv_unread.close()
         R.write_json(metrics, os.path.join(out_dir, "metrics.json"))
-        order = sorted(gallery)
-        records = {k: torch.stack([gallery[i][1][k] for i in order]) for k in (gallery[order[0]][1] if order else {})}
-        g_list = [gallery[i][0] for i in order]
-        if grouped:
-            g_rows, columns = R.several_targets_gallery_rows(records, g_list, values)
-        elif regression:
-            g_rows, columns = R.regression_gallery_rows(records, g_list, self.gallery_size)
-        else:
-            g_rows, columns = R.gallery_rows(records, g_list, self.gallery_size, methods)
-        array = render_png(g_rows, columns, os.path.join(out_dir, "gallery.png")) if g_rows else None
-        render_html(g_rows, columns, os.path.join(out_dir, "gallery.html"),
-                    notes=[f"{k}: {v}" for k, v in _flatten(metrics).items()])
+        picked = [gallery[k] for k in chosen if k in gallery]
+        g_rows, g_columns = kind.cards(*G.stack(picked)) if picked else ([], [])
+        header = self._gallery_header(metrics, g_rows, kind, n_images)
+        pages = render_png_pages(g_rows, g_columns, os.path.join(out_dir, "gallery.png"), header) if g_rows else []
+        html.notes = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in _flatten(metrics).items()]
+        html_files = html.close()
         if trainer is not None:
-            self._log(trainer, metrics, table, array, chart, heat)
+            self._log(trainer, metrics, table, pages, chart, heat, G.examples(picked), summary_json)
         extra = ", global_attribution.json|png" if summary_json else ""
         extra += f", unreadable.csv ({len(plan.unreadable)} images skipped)" if len(plan.unreadable) else ""
-        fid = f", FID {metrics['fid']:.3g} vs the originals" if metrics.get("fid") is not None else ""
-        print(f"cflight: explained {metrics['n']} images (validity {metrics.get('validity')}{fid}); "
-              f"outputs in {os.path.abspath(out_dir)}/ (results.csv, metrics.json, gallery.png, gallery.html{extra})")
+        extra += ", difference_by_target.png" if heat is not None else ""
+        self._print_summary(metrics, out_dir, extra, len(pages), len(html_files) - 1, trainer, n_images)
         return metrics
 
     @staticmethod
@@ -366,21 +372,55 @@ class CounterfactualWriter(BasePredictionWriter):
         return render_png([row], [f"toward {c.split(' (')[0]}" for c in caps], path)
 
     @staticmethod
-    def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], gallery: Any, chart: Any,
-             heat: Any = None) -> None:
+    def _gallery_header(metrics: dict[str, Any], cards: Sequence[GalleryRow], kind: GalleryKind,
+                        n_images: int) -> str:
+        """Two lines over gallery.png: what the cards are, the job's headline numbers and the colour key."""
+        what = "images, each toward several values" if kind.several_targets else "counterfactuals"
+        total = n_images if kind.several_targets else metrics["n"]
+        spread = "target values" if kind.regression else "source → target classes"
+        reached = sum(bool(c.ok) for c in cards)
+        head = (f"{len(cards)} of {total} {what}, spread over {spread} and outcomes "
+                f"({reached} reached, {len(cards) - reached} not)")
+        numbers = [f"validity {metrics['validity']:.3f}" if metrics.get("validity") is not None else "",
+                   f"median steps {metrics['median_steps']:g}" if "median_steps" in metrics else ""]
+        key = "difference: red = brighter, blue = darker; ✓ target reached, ✗ not"
+        return "  ·  ".join([head, *(n for n in numbers if n)]) + "\n" + key
+
+    @staticmethod
+    def _print_summary(metrics: dict[str, Any], out_dir: str, extra: str, png_pages: int, html_pages: int,
+                       trainer: Trainer | None, n_images: int) -> None:
+        """The job's last words: headline numbers, where its outputs are and where its W&B run is."""
+        validity = f"{metrics['validity']:.3f}" if metrics.get("validity") is not None else None
+        fid = f", FID {metrics['fid']:.3g} vs the originals" if metrics.get("fid") is not None else ""
+        steps = f", median steps {metrics['median_steps']:g}" if "median_steps" in metrics else ""
+        pages = f" ({png_pages} pages)" if png_pages > 1 else ""
+        html_note = f" (index of {html_pages} pages in gallery_html/)" if html_pages else ""
+        what = f"{n_images} images toward {metrics['n']} targets" if n_images != metrics["n"] else f"{metrics['n']} images"
+        lines = [f"cflight: explained {what} (validity {validity}{steps}{fid})",
+                 f"  outputs in {os.path.abspath(out_dir)}/ (results.csv, metrics.json, gallery.png{pages}, "
+                 f"gallery.html{html_note}{extra})"]
+        for logger in trainer.loggers if trainer is not None else []:
+            if isinstance(logger, WandbLogger):
+                lines.append("  " + run_hint(logger))
+        bar = trainer.progress_bar_callback if trainer is not None else None
+        if getattr(bar, "_predict_progress_bar", None) is not None:
+            bar.predict_progress_bar.close()  # its last line first, then the summary on lines of its own
+        print("\n".join(lines))
+
+    @staticmethod
+    def _log(trainer: Trainer, metrics: dict[str, Any], rows: list[dict[str, Any]], pages: list[Any], chart: Any,
+             heat: Any = None, examples: list[Any] | None = None, attribution: dict[str, Any] | None = None) -> None:
         numeric = {f"explain/{k}": float(v) for k, v in _flatten(metrics).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for logger in trainer.loggers:
             logger.log_metrics(numeric)
             if isinstance(logger, WandbLogger):
-                if gallery is not None:
-                    logger.log_image(key="explain/gallery", images=[gallery], caption=["original | ... | difference"])
+                figures = {}
                 if chart is not None:
-                    logger.log_image(key="explain/global_attribution", images=[chart], caption=["signed mean change"])
+                    figures["explain/global_attribution"] = (chart, "signed mean change")
                 if heat is not None:
-                    logger.log_image(key="explain/difference_by_target", images=[heat], caption=["mean x' - x per target"])
-                if rows:
-                    logger.log_table(key="explain/results", columns=list(rows[0]), data=[list(r.values()) for r in rows])
+                    figures["explain/difference_by_target"] = (heat, "mean x' - x per target")
+                log_explanation(logger, numeric, pages, examples or [], rows, attribution, figures)
 
 
 class _GivenFeatures(nn.Identity):

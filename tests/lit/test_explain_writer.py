@@ -50,7 +50,8 @@ def test_predict_writes_all_outputs(tmp_path):
     # validity is re-scored from the saved image: it must agree with the csv's columns
     assert metrics["validity"] == pytest.approx(sum(r["valid"] == "True" for r in rows) / 10)
     html = (out / "gallery.html").read_text()
-    assert html.count("<tr>") == 1 + 4 and "data:image/png;base64" in html
+    assert html.count("<tr>") == 1 + 10 and "data:image/png;base64" in html  # every image, not the gallery's 4
+    assert '<th class="s" title="click to sort">valid</th>' in html
 
 
 def test_rerun_skips_finished_shards(tmp_path):
@@ -135,3 +136,67 @@ def test_save_images_writes_browsable_pngs(tmp_path):
     assert img.size == (4, 4)
     x = TinyDicts(5).x[2, 0]
     assert abs(np.asarray(img)[..., 0] / 255.0 - x.numpy()).max() <= 0.5 / 255 + 1e-6
+
+
+def test_gallery_spreads_over_groups_and_outcomes():
+    from cflight.lit.selection import balanced_choice
+
+    keys = torch.arange(20)
+    groups = torch.tensor([0] * 12 + [1] * 6 + [2] * 2)  # ordered by group, as a class-sorted folder is
+    ok = torch.tensor([True] * 10 + [False] * 2 + [True] * 6 + [False, True])
+    chosen = balanced_choice(keys, groups, ok, 6)
+    picked_groups = groups[chosen].tolist()
+    assert set(picked_groups) == {0, 1, 2}  # not the first 6 indices, all of group 0
+    assert (~ok[chosen]).sum() >= 2  # the failures are shown too
+    assert picked_groups == sorted(picked_groups)  # reading order: by group
+    assert torch.equal(balanced_choice(keys.flip(0), groups.flip(0), ok.flip(0), 6), chosen)  # order-free
+    assert len(balanced_choice(keys, groups, ok, 50)) == 20
+
+
+def test_gallery_of_several_targets_shows_whole_images():
+    from cflight.lit.selection import choose_gallery
+    from cflight.lit.shards import SLOTS
+
+    keys = torch.tensor([i * SLOTS + s for i in range(6) for s in range(3)])
+    valid = torch.tensor([i != 4 for i in range(6) for _ in range(3)])
+    records = {"valid": valid, "target_slot": keys % SLOTS, "direction": torch.ones(18, dtype=torch.long)}
+    chosen = choose_gallery([records], [keys], 2, task="regression", several_targets=True)
+    images = sorted({k // SLOTS for k in chosen})
+    assert len(chosen) == 6 and len(images) == 2 and 4 in images  # every target of 2 images, a failure among them
+
+
+class HalfMeans(torch.nn.Module):
+    names = ["top", "bottom"]
+
+    def forward(self, x):
+        return torch.stack([x[:, :, :2].mean((1, 2, 3)), x[:, :, 2:].mean((1, 2, 3))], dim=1)
+
+
+def test_wandb_offline_run_gets_tables_with_images_summary_and_chart(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # where offline artifacts are staged
+    from cflight.lit import AutoWandbLogger
+
+    logger = AutoWandbLogger(project="cflight-test", save_dir=str(tmp_path / "wandb"), name="tiny")
+    writer = CounterfactualWriter(str(tmp_path / "job"), gallery_size=3)
+    module = ExplainModule(LatentAttack(LinearDecoder(), lr=0.05, max_steps=50), LinearClassifier(num_classes=3),
+                           target_policy=SecondMostLikely(), descriptors=HalfMeans())
+    trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=logger, callbacks=[writer],
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.predict(module, DataLoader(TinyDicts(6), batch_size=3), return_predictions=False)
+    run = logger.experiment
+    assert run.summary["explain/n"] == 6 and "explain/validity" in run.summary.keys()
+    run.finish()
+    files = tmp_path / "wandb" / "wandb"
+    (run_dir,) = list(files.glob("offline-run-*"))
+    tables = {p.name.split("_")[0]: p for p in (run_dir / "files" / "media" / "table" / "explain").glob("*.table.json")}
+    assert {"examples", "results", "global"} <= set(tables)
+    examples = json.load(open(tables["examples"]))
+    assert examples["columns"][:3] == ["original", "counterfactual", "difference"] and len(examples["data"]) == 3
+    assert "valid" in examples["columns"] and "l1" in examples["columns"]
+    # The images of a table travel in its run_table artifact, staged offline for `wandb sync`.
+    staged = [json.load(open(p)) for p in (tmp_path / "wandb-data").rglob("*")
+              if p.is_file() and open(p, "rb").read(1) == b"{"]
+    tables = [t for t in staged if t.get("_type") == "table" and t["columns"][:1] == ["original"]]
+    assert tables and all(cell["_type"] == "image-file" for t in tables for row in t["data"] for cell in row[:3])
+    assert list((run_dir / "files" / "media" / "images" / "explain").glob("gallery_*.png"))

@@ -33,6 +33,37 @@ def test_render_png_and_html(tmp_path):
     assert page.count("<img") == 6 and "a &lt;b&gt;" in page
 
 
+def _cards(n, panels=4, size=28):
+    return [GalleryRow([torch.rand(1, size, size) for _ in range(panels)], ["pred 7  0.91"] * (panels - 1) + ["l1 3.2\n40 steps"],
+                       title="7 → 9  p(9) 0.91 ✓", ok=k % 2 == 0, tag=f"#{k}", note="Δ slant +1.2 · area -0.3")
+            for k in range(n)]
+
+
+def test_gallery_is_a_grid_of_cards_not_a_column():
+    columns = ["original", "reconstruction", "counterfactual", "difference"]
+    arr = render_png(_cards(16), columns)
+    h, w = arr.shape[:2]
+    assert h <= 2 * w and w <= 2 * h  # the main job's 16 images: about square, not 16 rows
+    wide = render_png(_cards(16, panels=7, size=64), ["original"] + ["x"] * 6)  # several target values
+    assert wide.shape[0] <= 2 * wide.shape[1]
+
+
+def test_grid_columns_prefer_a_landscape_page():
+    from cflight.viz.cards import grid_columns
+
+    assert grid_columns(1, 480, 210) == 1
+    assert grid_columns(16, 480, 210) == 3
+    assert grid_columns(100, 480, 210, max_width=2600) <= 5  # never wider than max_width
+
+
+def test_big_gallery_gets_pages(tmp_path):
+    from cflight.viz.gallery import render_png_pages
+
+    pages = render_png_pages(_cards(10), ["a", "b", "c", "d"], str(tmp_path / "gallery.png"), "head", per_page=4)
+    assert len(pages) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.png", "gallery_2.png", "gallery_3.png"]
+
+
 def test_shard_name_depends_on_index_set_only():
     assert shard_name(torch.tensor([3, 1, 2])) == shard_name(torch.tensor([1, 2, 3]))
     assert shard_name(torch.tensor([1, 2, 3])) != shard_name(torch.tensor([1, 2, 4]))
