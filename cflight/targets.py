@@ -1,14 +1,21 @@
 """Target policies: which outcome each image's counterfactual should reach (DESIGN.md §3)."""
 from __future__ import annotations
 
+import csv as csvlib
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from cflight.types import LABEL, TARGET, ClassTarget, RegressionTarget, Target
+from cflight.types import INDEX, LABEL, TARGET, ClassTarget, RegressionTarget, Target
 from cflight.validation import BadInputError
+
+# Batch key ExplainModule adds for policies with ``uses_reconstruction``: the explained model's logits on the
+# method's starting image (the generator's reconstruction G(E(x)) for latent methods) ``[B, K]``.
+RECONSTRUCTION_LOGITS = "reconstruction_logits"
 
 
 def _check_threshold(threshold: float, name: str = "threshold") -> float:
@@ -27,6 +34,8 @@ class TargetPolicy(ABC):
 
     targets_per_image: int = 1
     task: str = "classification"  # or "regression": the policy gives RegressionTargets for a regressor
+    # True: the policy reads ``batch[RECONSTRUCTION_LOGITS]`` (ExplainModule computes it only then)
+    uses_reconstruction: bool = False
 
     @abstractmethod
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[Target, Tensor]:
@@ -163,19 +172,153 @@ class TrueLabel(TargetPolicy):
 
 
 class FlipBinary(TargetPolicy):
-    """The reference CelebA rule (spec §1.3): increase to ``p > 0.75`` if ``p < 0.5``, else decrease to ``p < 0.25``."""
+    """The reference CelebA rule (spec §1.3): increase to ``p > 0.75`` if ``p < 0.5``, else decrease to ``p < 0.25``.
 
-    def __init__(self, increase_threshold: float = 0.75, decrease_threshold: float = 0.25) -> None:
+    Args:
+        increase_threshold, decrease_threshold: τ when increasing / decreasing.
+        direction_from: which prediction ``p`` decides the direction. ``"reconstruction"`` (default, the
+            reference's ``generate_cfs.py``: ``p = σ(f(G(E(x))))``) reads the method's starting image, which
+            is the generator's reconstruction for latent methods and ``x`` itself for pixel methods;
+            ``"original"`` reads ``f(x)``. With ``"original"`` a latent attack can "succeed" in 0 steps: when
+            the reconstruction already lies beyond τ, the counterfactual is just the reconstruction.
+    """
+
+    def __init__(self, increase_threshold: float = 0.75, decrease_threshold: float = 0.25,
+                 direction_from: str = "reconstruction") -> None:
         self.up = _check_threshold(increase_threshold, "increase_threshold")
         self.down = _check_threshold(decrease_threshold, "decrease_threshold")
+        if direction_from not in ("reconstruction", "original"):
+            raise ValueError(f"direction_from must be 'reconstruction' or 'original', got {direction_from!r}")
+        self.direction_from = direction_from
+        self.uses_reconstruction = direction_from == "reconstruction"
 
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
         if logits.shape[1] != 1:
             raise BadInputError(f"FlipBinary needs a one-logit model, this one has {logits.shape[1]} "
                                 "outputs; use target_policy cflight.targets.SecondMostLikely or FixedClass for "
                                 "a multiclass model")
-        p = torch.sigmoid(logits[:, 0])
+        deciding = batch.get(RECONSTRUCTION_LOGITS, logits) if self.uses_reconstruction else logits
+        p = torch.sigmoid(deciding.to(logits.device)[:, 0])
         direction = torch.where(p < 0.5, 1, -1)
         threshold = torch.where(p < 0.5, self.up, self.down).float()
         classes = torch.ones_like(direction)
         return ClassTarget(classes, threshold, direction), torch.ones_like(classes, dtype=torch.bool)
+
+
+def _predicted(logits: Tensor) -> Tensor:
+    """The model's class ``[B]`` (a one-logit model: ``logit > 0``)."""
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+
+def _check_class(value: int, what: str) -> int:
+    if int(value) != value or value < 0:
+        raise ValueError(f"{what} must be a class index >= 0, got {value!r}")
+    return int(value)
+
+
+class PairTargets(TargetPolicy):
+    """Fixed (source → target) class pairs, e.g. the paper's digit→digit edits (spec §1.7: 4→9, 8→9, 1→7,
+    9→7, 5→6, 0→8, 3→2, at τ = 0.5).
+
+    An image whose source class has a pair is explained toward that pair's target; every other image is
+    skipped (not explained, no result row), and so is one the model already predicts as its target.
+
+    Args:
+        pairs: ``[[source, target], …]``; each source at most once, ``source != target``.
+        by: what the source is: ``"label"`` (default, as the reference notebook, which picks images by their
+            true label) or ``"prediction"`` (the explained model's class on ``x``).
+        threshold: τ on the target probability.
+    """
+
+    def __init__(self, pairs: Sequence[Sequence[int]], by: str = "label", threshold: float = 0.5) -> None:
+        if by not in ("label", "prediction"):
+            raise ValueError(f"by must be 'label' or 'prediction', got {by!r}")
+        if not len(pairs):
+            raise ValueError("pairs must hold at least one [source, target] pair")
+        mapping: dict[int, int] = {}
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"each pair must be [source, target], got {list(pair)!r}")
+            src, tgt = _check_class(pair[0], "a pair's source"), _check_class(pair[1], "a pair's target")
+            if src == tgt:
+                raise ValueError(f"pair [{src}, {tgt}] has the same source and target; drop it")
+            if src in mapping:
+                raise ValueError(f"source {src} appears in two pairs; give each source one target "
+                                 "(or use cflight.targets.IndexTargets for per-image targets)")
+            mapping[src] = tgt
+        self.pairs, self.by, self.threshold = mapping, by, _check_threshold(threshold)
+
+    @property
+    def target_classes(self) -> set[int]:
+        """Every class this policy may ask for (ExplainModule checks them against the model)."""
+        return set(self.pairs.values())
+
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
+        pred = _predicted(logits)
+        if self.by == "label":
+            if LABEL not in batch:
+                raise BadInputError("PairTargets(by='label') needs batches with a 'label' key, this dataset has "
+                                    "no labels; use by='prediction' or give the data labels")
+            source = torch.as_tensor(batch[LABEL]).to(logits.device).long()
+        else:
+            source = pred
+        target = torch.tensor([self.pairs.get(int(c), -1) for c in source.tolist()], dtype=torch.long,
+                              device=logits.device)
+        keep = (target >= 0) & (pred != target)
+        return ClassTarget(target.clamp(min=0), self.threshold), keep
+
+
+def read_index_targets(path: str) -> dict[int, int]:
+    """``{dataset index: target class}`` from a CSV with the header ``index,target`` (one row per image)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"index target file {path!r} not found; give a CSV with the header 'index,target'")
+    with open(path, newline="") as f:
+        reader = csvlib.DictReader(f)
+        if reader.fieldnames is None or not {"index", "target"} <= set(reader.fieldnames):
+            raise BadInputError(f"{path} needs the columns 'index' and 'target', found {reader.fieldnames}")
+        out: dict[int, int] = {}
+        for n, row in enumerate(reader, start=2):
+            try:
+                index, target = int(row["index"]), int(row["target"])
+            except (TypeError, ValueError):
+                raise BadInputError(f"{path} line {n}: index and target must be integers, got "
+                                    f"{row['index']!r}, {row['target']!r}") from None
+            if index in out and out[index] != target:
+                raise BadInputError(f"{path} line {n}: index {index} has two targets ({out[index]}, {target})")
+            out[index] = target
+    return out
+
+
+class IndexTargets(TargetPolicy):
+    """Explicit per-image targets ``{dataset index: target class}``: the images the paper hand-picked.
+
+    Only the listed dataset indices are explained; every other image, and one the model already predicts as
+    its target, is skipped. ``configs/explain/latent_attack_mnist_paper.yaml`` lists the reference's digit
+    edits this way (the ``k``-th training image of each source digit, as the notebook selects them).
+
+    Args:
+        targets: ``{index: target}`` (YAML: a mapping), or ``None`` with ``csv``.
+        csv: path of a CSV with the header ``index,target``.
+        threshold: τ on the target probability.
+    """
+
+    def __init__(self, targets: Mapping[int, int] | None = None, csv: str | None = None,
+                 threshold: float = 0.5) -> None:
+        if (targets is None) == (csv is None):
+            raise ValueError("give exactly one of targets ({index: target}) or csv (a file with index,target)")
+        raw = dict(targets) if targets is not None else read_index_targets(csv)
+        if not raw:
+            raise ValueError("IndexTargets needs at least one index: target entry")
+        self.targets = {_check_class(int(i), "an index"): _check_class(int(t), "a target") for i, t in raw.items()}
+        self.csv, self.threshold = csv, _check_threshold(threshold)
+
+    @property
+    def target_classes(self) -> set[int]:
+        """Every class this policy may ask for (ExplainModule checks them against the model)."""
+        return set(self.targets.values())
+
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
+        index = torch.as_tensor(batch[INDEX]).reshape(-1).tolist()
+        target = torch.tensor([self.targets.get(int(i), -1) for i in index], dtype=torch.long, device=logits.device)
+        keep = (target >= 0) & (_predicted(logits) != target)
+        return ClassTarget(target.clamp(min=0), self.threshold), keep

@@ -11,10 +11,35 @@ from torchmetrics import Metric
 from cflight.attribution.local import top_k
 
 
+GLOBAL_ROWS = ("valid", "nonzero_grad", "all")
+
+
+def global_rows(valid: Tensor, zero_grad: Tensor | None = None, rule: str = "valid") -> Tensor:
+    """Which rows enter the global mean (spec §1.6.4), ``[B]`` bool.
+
+    Args:
+        valid: ``[B]`` bool, the counterfactual reaches its target on the explained model.
+        zero_grad: ``[B]`` bool, the latent attack stopped on an exactly zero gradient (``None``: none did).
+        rule: ``"valid"`` (default): valid counterfactuals only, as the paper aggregates its counterfactuals
+            and the README promises; ``"nonzero_grad"``: every row but the zero-gradient ones, the reference's
+            rule (``generate_counterfactual`` returns ``None`` for them, so they never enter its mean);
+            ``"all"``: every row (a zero-gradient sample then adds zero change and counts once).
+    """
+    if rule not in GLOBAL_ROWS:
+        raise ValueError(f"global_rows must be one of {GLOBAL_ROWS}, got {rule!r}")
+    keep = torch.ones_like(valid, dtype=torch.bool)
+    if rule == "valid":
+        keep = valid.bool()
+    if rule != "all" and zero_grad is not None:
+        keep = keep & ~zero_grad.to(keep.device).bool()
+    return keep
+
+
 class GlobalAttribution(Metric):
     """``S = (1/N) Σ_i d_i · s_i`` overall, per (target class, direction) and per (source → target) pair.
 
-    ``d_i = +1`` when the counterfactual pushed the target probability up, ``−1`` when down, so a positive
+    Only the rows ``update`` is told to include count (:func:`global_rows`: valid counterfactuals by
+    default). ``d_i = +1`` when the counterfactual pushed the target probability up, ``−1`` when down, so a positive
     ``S_k`` means "moving toward the target increases descriptor k". Sums and counts are states with
     ``dist_reduce_fx="sum"``, so the value on N processes equals the single-process value.
 
@@ -38,10 +63,17 @@ class GlobalAttribution(Metric):
         self.add_state("by_pair", torch.zeros(c, c, k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("by_pair_count", torch.zeros(c, c, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, scores: Tensor, direction: Tensor, source: Tensor, target: Tensor) -> None:
-        """Args: ``scores`` ``[B, K]`` local attributions, ``direction`` ``[B]`` ±1, ``source``/``target`` ``[B]`` classes."""
+    def update(self, scores: Tensor, direction: Tensor, source: Tensor, target: Tensor,
+               include: Tensor | None = None) -> None:
+        """Args: ``scores`` ``[B, K]`` local attributions, ``direction`` ``[B]`` ±1, ``source``/``target`` ``[B]``
+        classes, ``include`` ``[B]`` bool: rows to aggregate (:func:`global_rows`; ``None``: all)."""
         if scores.ndim != 2 or scores.shape[1] != self.num_descriptors:
             raise ValueError(f"scores must be [B, {self.num_descriptors}], got {tuple(scores.shape)}")
+        if include is not None:
+            include = include.to(scores.device).bool().reshape(-1)
+            if include.shape[0] != scores.shape[0]:
+                raise ValueError(f"include must be [B] = [{scores.shape[0]}], got {tuple(include.shape)}")
+            scores, direction, source, target = (t[include.to(t.device)] for t in (scores, direction, source, target))
         signed = scores.double() * direction.double()[:, None]
         d = (direction < 0).long()  # 0: increase, 1: decrease
         self.total += signed.sum(0)

@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from cflight.attribution.global_attribution import GLOBAL_ROWS, global_rows
 from cflight.attribution.local import descriptor_change
 from cflight.lit.results import SUMMARY_COLUMNS, method_key
 from cflight.lit.shards import SLOT
@@ -14,7 +15,7 @@ from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
 from cflight.methods.compare import MethodComparison
 from cflight.models.registry import load_net
-from cflight.targets import FixedClass, SecondMostLikely, TargetPolicy
+from cflight.targets import RECONSTRUCTION_LOGITS, FixedClass, SecondMostLikely, TargetPolicy
 from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, CounterfactualOutput, RegressionTarget, Target
 from cflight.validation import check_images, check_model_input
 
@@ -50,6 +51,18 @@ class ExplainModule(LightningModule):
             checkpoint path): each row also records whether it agrees that the counterfactual reaches the
             target (``oracle_valid``; for a regressor also its prediction and error), which tells real
             changes from ones only the explained model sees.
+        reconstruction_filter: explain only images whose reconstruction ``G(E(x))`` (the method's
+            :meth:`reconstruct`, e.g. :class:`~cflight.methods.LatentAttack`) the model still classifies as
+            ``"prediction"`` (its class on ``x``) or ``"label"`` (the true label: the paper's MNIST failure
+            analysis, spec §1.3, together with :class:`~cflight.targets.TrueLabel`); ``None`` (default): all.
+            A latent attack cannot explain a decision its generator does not reproduce.
+        global_rows: which rows enter the global attribution (``global_include`` column,
+            :func:`~cflight.attribution.global_rows`): ``"valid"`` (default: valid counterfactuals without a
+            zero gradient), ``"nonzero_grad"`` (the reference's rule) or ``"all"``.
+
+    Skipped rows (the policy's ``keep`` is False, or the reconstruction filter drops them) never reach the
+    method nor the writer; :attr:`skipped` counts them per reason on this process and
+    :meth:`skipped_counts` sums them over processes (logged as ``explain/skipped/<reason>`` at the end).
 
     Regressors: with a regression policy (:class:`~cflight.targets.FixedValue`,
     :class:`~cflight.targets.SquaresMirror`, :class:`~cflight.targets.SeveralValues`) ``model`` is a
@@ -66,7 +79,8 @@ class ExplainModule(LightningModule):
                  target_policy: TargetPolicy | None = None, class_names: list[str] | None = None,
                  descriptors: nn.Module | str | None = None, descriptor_space: str = "image",
                  descriptor_names: list[str] | None = None, standardize_descriptors: bool = False,
-                 oracle: nn.Module | str | None = None) -> None:
+                 oracle: nn.Module | str | None = None, reconstruction_filter: str | None = None,
+                 global_rows: str = "valid") -> None:
         super().__init__()
         self.target_policy = target_policy or SecondMostLikely()
         kind = "regressor" if self.task == "regression" else "classifier"
@@ -86,6 +100,22 @@ class ExplainModule(LightningModule):
                 and self.target_policy.target_class >= max(n, 2):
             raise ValueError(f"unknown target_class {self.target_policy.target_class}: the model has "
                              f"{max(n, 2)} classes (0..{max(n, 2) - 1}); choose a target_class in that range")
+        used = set(getattr(self.target_policy, "target_classes", ()))
+        if isinstance(n, int) and n >= 1 and used and max(used) >= max(n, 2):
+            raise ValueError(f"target class {max(used)} of {type(self.target_policy).__name__} is unknown: the "
+                             f"model has {max(n, 2)} classes (0..{max(n, 2) - 1}); choose targets in that range")
+        if reconstruction_filter not in (None, "prediction", "label"):
+            raise ValueError("reconstruction_filter must be None, 'prediction' or 'label', got "
+                             f"{reconstruction_filter!r}")
+        if reconstruction_filter is not None and not callable(getattr(method, "reconstruct", None)):
+            raise ValueError(f"reconstruction_filter needs a method with a generator reconstruction (reconstruct(x, "
+                             f"index), e.g. LatentAttack); {type(method).__name__} has none: drop the filter")
+        if self.task == "regression" and reconstruction_filter is not None:
+            raise ValueError("reconstruction_filter compares classes; a regression job has none: drop the filter")
+        if global_rows not in GLOBAL_ROWS:
+            raise ValueError(f"global_rows must be one of {GLOBAL_ROWS}, got {global_rows!r}")
+        self.reconstruction_filter, self.global_rows = reconstruction_filter, global_rows
+        self.skipped: dict[str, int] = {}
         self.class_names = class_names
         self.descriptors = descriptors.eval().requires_grad_(False) if descriptors is not None else None
         self.descriptor_space = descriptor_space
@@ -118,6 +148,50 @@ class ExplainModule(LightningModule):
             raise RuntimeError("explanations need gradients: build the Trainer with inference_mode=False")
         self.model.eval()
         self.method.eval()
+        self.skipped = {}
+
+    def on_predict_end(self) -> None:
+        counts = self.skipped_counts()
+        if counts and self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics({f"explain/skipped/{k}": float(v) for k, v in counts.items()})
+            print("cflight: not explained: " + ", ".join(f"{v} ({SKIP_REASONS[k]})" for k, v in counts.items()))
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Rows skipped per reason, summed over every process (collective under DDP: every rank calls it)."""
+        reasons = list(SKIP_REASONS)
+        local = torch.tensor([float(self.skipped.get(r, 0)) for r in reasons], device=self.device)
+        strategy = getattr(getattr(self, "_trainer", None), "strategy", None)
+        total = strategy.reduce(local, reduce_op="sum") if strategy is not None else local
+        return {r: int(v) for r, v in zip(reasons, total.tolist()) if v}
+
+    def _skip(self, reason: str, rows: Tensor) -> None:
+        n = int(rows.sum())
+        if n:
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    @torch.no_grad()
+    def _reconstruction_logits(self, x: Tensor, index: Tensor) -> Tensor | None:
+        """The model on the method's starting image ``[B, K]`` where the policy or the filter needs it; for a
+        method without a reconstruction (pixel methods start from ``x``) that is ``f(x)``: ``None``."""
+        wanted = self.reconstruction_filter is not None or getattr(self.target_policy, "uses_reconstruction", False)
+        reconstruct = getattr(self.method, "reconstruct", None)
+        if not wanted or not callable(reconstruct):
+            return None
+        return self.model(reconstruct(x, index))
+
+    def _faithful(self, logits: Tensor, recon_logits: Tensor | None, sub: dict[str, Any]) -> Tensor | None:
+        """``[B]`` bool: the reconstruction keeps the class the filter asks for (``None``: no filter)."""
+        if self.reconstruction_filter is None or recon_logits is None:
+            return None
+        if self.reconstruction_filter == "label":
+            if LABEL not in sub:
+                raise ValueError("reconstruction_filter='label' needs batches with a 'label' key; use "
+                                 "reconstruction_filter='prediction' or give the data labels")
+            wanted = sub[LABEL].to(logits.device).long()
+        else:
+            wanted = _classes(logits)
+        return _classes(recon_logits) == wanted
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0, dataloader_idx: int = 0) -> dict[str, Tensor] | None:
         index = batch[INDEX].long()
@@ -137,11 +211,22 @@ class ExplainModule(LightningModule):
         with torch.no_grad():
             logits = self.model(x)
         sub = {k: v[rows] for k, v in batch.items() if isinstance(v, Tensor)}
+        recon_logits = self._reconstruction_logits(x, index)
+        if recon_logits is not None:
+            sub[RECONSTRUCTION_LOGITS] = recon_logits
         target, keep = self.target_policy(logits, sub)
+        faithful = self._faithful(logits, recon_logits, sub)
         k = self.target_policy.targets_per_image
         if k > 1:  # each image toward each of its k targets: rows image-major, keyed by (index, slot)
             x, index, logits = (t.repeat_interleave(k, dim=0) for t in (x, index, logits))
             sub = {key: v.repeat_interleave(k, dim=0) for key, v in sub.items()}
+            faithful = None if faithful is None else faithful.repeat_interleave(k)
+        keep = keep.to(index.device)
+        self._skip("policy", ~keep)
+        if faithful is not None:  # counted among the rows the policy kept
+            faithful = faithful.to(keep.device)
+            self._skip("unfaithful_reconstruction", keep & ~faithful)
+            keep = keep & faithful
         if not bool(keep.any()):
             return unread or None
         sel = keep.nonzero().squeeze(1)
@@ -164,6 +249,7 @@ class ExplainModule(LightningModule):
                 result[key] = value
         if self.descriptors is not None:
             result.update(self._describe(x, out))
+            result["global_include"] = global_rows(result["valid"], out.extras.get("zero_grad"), self.global_rows)
         return {**{k: v.detach().cpu() for k, v in result.items()}, **unread}
 
     @staticmethod
@@ -222,3 +308,12 @@ class ExplainModule(LightningModule):
         if before.shape[1] != len(self.descriptor_names):
             raise ValueError(f"descriptor model gives {before.shape[1]} values for {len(self.descriptor_names)} names")
         return {"descriptors_before": before, "descriptor_delta": descriptor_change(before, after)}
+
+
+SKIP_REASONS = {"policy": "the target policy skipped them, e.g. already at the target or no pair for their class",
+                "unfaithful_reconstruction": "the reconstruction is classified otherwise, reconstruction_filter"}
+
+
+def _classes(logits: Tensor) -> Tensor:
+    """The class of each row ``[B]`` (a one-logit model: ``logit > 0``)."""
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)

@@ -29,21 +29,23 @@ def test_digits_datamodule():
 
 
 def test_morphometrics_of_known_strokes():
+    """Closed forms of Morpho-MNIST's measurements (in pixels) on a 20 × 3 bar; details in test_morphometrics.py."""
     bar = torch.zeros(1, 28, 28)
     bar[0, 12:15, 4:24] = 1.0  # horizontal bar: 3 px thick, 20 px wide
-    area, thickness, slant, width, height, holes = morphometrics(bar).tolist()
-    assert area == pytest.approx(60 / 784) and thickness == pytest.approx(2 * 60 / 46)
-    assert width == pytest.approx(20 / 28) and height == pytest.approx(3 / 28) and slant == pytest.approx(0)
-    assert holes == 0
+    m = dict(zip(MORPHOMETRIC_NAMES, morphometrics(bar).tolist()))
+    assert m["area"] == pytest.approx(60, rel=0.02) and m["thickness"] == pytest.approx(3, abs=0.15)
+    assert m["width"] == pytest.approx(20, abs=0.5) and m["slant"] == pytest.approx(0, abs=1e-6)
+    assert m["holes"] == 0
 
     lean = torch.zeros(1, 28, 28)
     for row in range(4, 24):  # leaning right: the top is further right
         col = 20 - (row - 4) // 2
         lean[0, row, col - 1 : col + 2] = 1.0
-    assert morphometrics(lean)[2] > 0.3
-    assert morphometrics(lean.flip(-1))[2] < -0.3
+    slant = MORPHOMETRIC_NAMES.index("slant")
+    assert morphometrics(lean)[slant] > 0.3
+    assert morphometrics(lean.flip(-1))[slant] < -0.3
     batch = morphometrics(torch.stack([bar, lean, torch.zeros(1, 28, 28)]))
-    assert batch.shape == (3, 6) and torch.equal(batch[2], torch.zeros(6))
+    assert batch.shape == (3, len(MORPHOMETRIC_NAMES)) and torch.equal(batch[2], torch.zeros(len(MORPHOMETRIC_NAMES)))
     assert math.isfinite(float(batch.sum()))
 
 
@@ -59,8 +61,8 @@ def test_holes_count_enclosed_regions():
     _ring(eight, 12, 8, 12)  # shares an edge: two enclosed regions
     _ring(open_c, 4, 8, 14)
     open_c[0, 10:14, 20:22] = 0.0  # cut the ring open: no hole
-    holes = morphometrics(torch.stack([zero, eight, open_c, torch.ones(1, 28, 28)]))[:, 5]
+    holes = morphometrics(torch.stack([zero, eight, open_c, torch.ones(1, 28, 28)]))[:, -1]
     assert holes.tolist() == [1.0, 2.0, 0.0, 0.0]
-    tiny = torch.ones(1, 28, 28)
-    tiny[0, 10, 10] = 0.0  # a one-pixel gap is below min_hole_px
-    assert morphometrics(tiny)[5] == 0 and morphometrics(tiny, min_hole_px=1)[5] == 1
+    small = torch.zeros(1, 28, 28)
+    _ring(small, 8, 8, 6)  # a 2 × 2 px hole: counted unless min_hole_px asks for more
+    assert morphometrics(small)[-1] == 1 and morphometrics(small, min_hole_px=6)[-1] == 0

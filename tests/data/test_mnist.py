@@ -30,7 +30,7 @@ def test_mnist_test_split_from_offline_wheel(tmp_path):
     assert s["index"] == 123 and 0 <= s["label"] <= 9
     assert s["image"].shape == (1, 28, 28) and s["image"].dtype == torch.float32
     assert 0.0 <= float(s["image"].min()) and float(s["image"].max()) == 1.0
-    assert s["descriptors"].shape == (6,) and ds.descriptor_names[0] == "area"
+    assert s["descriptors"].shape == (7,) and ds.descriptor_names[:2] == ["area", "length"]
     assert ds[0]["label"] == 7  # MNIST's first test digit
     assert torch.bincount(ds.labels, minlength=10).min() > 800
 

@@ -62,3 +62,85 @@ def test_descriptor_errors():
         ExplainModule(LatentAttack(LinearDecoder()), LinearClassifier(), descriptors=PixelMeans(), descriptor_space="pixel")
     with pytest.raises(ValueError, match="descriptor_names"):
         ExplainModule(LatentAttack(LinearDecoder()), LinearClassifier(), descriptors=nn.Identity())
+
+
+def _rows(job):
+    recs = [read_rows(str(p)) for p in sorted((job / "shards").glob("*.pt"))]
+    return {k: torch.cat([r[k] for r in recs]) for k in recs[0]}
+
+
+@pytest.mark.parametrize("rule", ["valid", "nonzero_grad", "all"])
+def test_global_include_column_follows_the_rule(tmp_path, rule):
+    from cflight.attribution import global_rows
+
+    job, _ = _run(tmp_path, descriptors=PixelMeans(), global_rows=rule)
+    rec = _rows(job)
+    assert torch.equal(rec["global_include"], global_rows(rec["valid"], rec["zero_grad"], rule))
+    if rule == "all":
+        assert rec["global_include"].all()
+
+
+def test_zero_gradient_rows_leave_the_global_mean(tmp_path):
+    from tests.helpers import ConstantClassifier
+
+    module = ExplainModule(LatentAttack(LinearDecoder(), max_steps=5), ConstantClassifier([0.0, 1.0, 2.0]),
+                           descriptors=PixelMeans(), global_rows="nonzero_grad")
+    trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[CounterfactualWriter(str(tmp_path / "job"))])
+    trainer.predict(module, DataLoader(TinyDicts(4), batch_size=4), return_predictions=False)
+    rec = _rows(tmp_path / "job")
+    assert rec["zero_grad"].all() and not rec["global_include"].any()  # the reference returns None for them
+
+
+@pytest.mark.parametrize("rule", ["prediction", "label"])
+def test_reconstruction_filter_drops_unfaithful_rows(tmp_path, rule, capsys):
+    gen, clf = LinearDecoder(), LinearClassifier(num_classes=3)
+    with torch.no_grad():  # centred logits W·(x − ½), so the random images fall in different classes
+        clf.fc.bias.copy_(-clf.fc.weight.sum(1) * 0.5)
+    data = TinyDicts(12)
+    method = LatentAttack(gen, lr=0.05, max_steps=20)
+    x, index = data.x, torch.arange(12)
+    recon_class = clf(method.reconstruct(x, index)).argmax(1)
+    wanted = clf(x).argmax(1) if rule == "prediction" else data.labels
+    faithful = recon_class == wanted
+    assert 0 < int(faithful.sum()) < 12  # the stand-ins make both kinds
+    module = ExplainModule(method, clf, reconstruction_filter=rule)
+    trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[CounterfactualWriter(str(tmp_path / "job"))])
+    trainer.predict(module, DataLoader(data, batch_size=5), return_predictions=False)
+    assert sorted(_rows(tmp_path / "job")["index"].tolist()) == faithful.nonzero().squeeze(1).tolist()
+    assert module.skipped_counts() == {"unfaithful_reconstruction": int((~faithful).sum())}
+    assert "reconstruction_filter" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "job" / "metrics.json"))["n"] == int(faithful.sum())
+
+
+def test_binary_direction_decided_on_the_reconstruction(tmp_path):
+    from cflight.targets import FlipBinary
+
+    gen, clf = LinearDecoder(), LinearClassifier(num_classes=1)
+    with torch.no_grad():
+        clf.fc.bias.copy_(-clf.fc.weight.sum(1) * 0.5)
+    method = LatentAttack(gen, lr=0.05, max_steps=20)
+    x = TinyDicts(8).x
+    p_recon = torch.sigmoid(clf(method.reconstruct(x, torch.arange(8)))[:, 0])
+    for source in ("reconstruction", "original"):
+        module = ExplainModule(method, clf, target_policy=FlipBinary(direction_from=source))
+        out = module.predict_step({"image": x, "index": torch.arange(8)})
+        p = p_recon if source == "reconstruction" else torch.sigmoid(clf(x)[:, 0])
+        assert out["direction"].tolist() == torch.where(p < 0.5, 1, -1).tolist()
+    assert ((p_recon < 0.5) != (torch.sigmoid(clf(x)[:, 0]) < 0.5)).any()  # the two rules differ here
+
+
+def test_filter_and_policy_errors():
+    from cflight.methods import PGD  # a pixel method: no reconstruction
+    from cflight.targets import PairTargets
+
+    with pytest.raises(ValueError, match="reconstruction_filter"):
+        ExplainModule(LatentAttack(LinearDecoder()), LinearClassifier(), reconstruction_filter="yes")
+    with pytest.raises(ValueError, match="has none"):
+        ExplainModule(PGD(), LinearClassifier(), reconstruction_filter="prediction")
+    with pytest.raises(ValueError, match="global_rows"):
+        ExplainModule(LatentAttack(LinearDecoder()), LinearClassifier(), global_rows="some")
+    with pytest.raises(ValueError, match="target class 7"):
+        ExplainModule(LatentAttack(LinearDecoder()), LinearClassifier(num_classes=3),
+                      target_policy=PairTargets([[0, 7]]))
