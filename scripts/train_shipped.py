@@ -5,8 +5,11 @@
     .venv/bin/python scripts/train_shipped.py gan          # cflight fit -c configs/train/gan_mnist.yaml
     .venv/bin/python scripts/train_shipped.py robust       # cflight fit -c configs/train/robust_mnist.yaml
     .venv/bin/python scripts/train_shipped.py ddpm         # cflight fit -c configs/train/ddpm_mnist.yaml
+    .venv/bin/python scripts/train_shipped.py oracle       # cflight fit -c configs/train/oracle_mnist.yaml
     .venv/bin/python scripts/train_shipped.py squares_regressor  # cflight fit -c configs/train/regressor_squares.yaml
     .venv/bin/python scripts/train_shipped.py squares_oracle     # cflight fit -c configs/train/oracle_squares.yaml
+    .venv/bin/python scripts/train_shipped.py squares_ddpm       # cflight fit -c configs/train/ddpm_squares.yaml
+    .venv/bin/python scripts/train_shipped.py squares_diffae     # cflight fit -c configs/train/diffae_squares.yaml
     .venv/bin/python scripts/train_shipped.py all
     .venv/bin/python scripts/train_shipped.py ddpm --set trainer.max_steps=6000 \
         --set model.init_args.init_weights=checkpoints/mnist_ddpm.pt      # continue from the shipped file
@@ -19,7 +22,10 @@ reconstruction from the posterior mean; GAN — encoder reconstruction MSE, proj
 FID of samples; robust — clean and PGD-20 (l2, ε of its config) accuracy, and the ECE temperature fitted on
 the validation split (the exported file is the calibrated ``TemperatureWrapper``); DDPM — FID of DDIM-50
 samples; squares regressor/oracle — MSE and MAE on the squares test split and on the 630-image mirror grid
-(spec latent_and_regression §2.6). FIDs use the penultimate features of the shipped classifier against the 10 000 test images
+(spec latent_and_regression §2.6); squares DDPM — AC-RE's chain reconstruction ``R_τ(x)`` (respacing 50,
+τ = 5, the Square script's) of 256 test images: pixel MAE and the shipped regressor's and oracle's |Δŷ|; squares Diff-AE — DDIM-20 inversion + DDIM-20
+decoding of 256 test images (pixel MAE, inner-square red error) and how far another image's z_sem moves the
+inner red with this image's x_T (does the semantic code steer what the regressor reads?). FIDs use the penultimate features of the shipped classifier against the 10 000 test images
 (reference: the FID of 10 000 training images is reported beside them).
 """
 from __future__ import annotations
@@ -47,9 +53,12 @@ JOBS = {
     "vae": ("configs/train/vae_mnist.yaml", "checkpoints/mnist_vae.pt", "generator"),
     "gan": ("configs/train/gan_mnist.yaml", "checkpoints/mnist_gan.pt", "generator"),
     "robust": ("configs/train/robust_mnist.yaml", "checkpoints/mnist_robust.pt", "classifier"),
+    "oracle": ("configs/train/oracle_mnist.yaml", "checkpoints/mnist_oracle.pt", "classifier"),
     "ddpm": ("configs/train/ddpm_mnist.yaml", "checkpoints/mnist_ddpm.pt", "denoiser"),
     "squares_regressor": ("configs/train/regressor_squares.yaml", "checkpoints/squares_regressor.pt", "regressor"),
     "squares_oracle": ("configs/train/oracle_squares.yaml", "checkpoints/squares_oracle.pt", "regressor"),
+    "squares_ddpm": ("configs/train/ddpm_squares.yaml", "checkpoints/squares_ddpm.pt", "denoiser"),
+    "squares_diffae": ("configs/train/diffae_squares.yaml", "checkpoints/squares_diffae.pt", "denoiser"),
 }
 FID_NET = "checkpoints/mnist_classifier.pt"
 FID_SAMPLES = 2000
@@ -170,6 +179,51 @@ def evaluate_regressor(path: str, config: dict) -> dict[str, float]:
 
 
 @torch.no_grad()
+def evaluate_squares_ddpm(path: str, n: int = 256) -> dict[str, float]:
+    """How faithfully AC-RE's chain ``R_τ`` (Square script: respacing 50, τ = 5) reconstructs test images."""
+    from cflight.data.squares import SquaresDataset
+    from cflight.methods import ACRE
+
+    acre = ACRE(path, timestep_respacing="50", sampling_time_fraction=0.1)
+    data = SquaresDataset(n, 0, "test")
+    x = torch.stack([data[i]["image"] for i in range(n)])
+    recon = torch.cat([acre.chain(x[i:i + 64], torch.arange(i, min(i + 64, n)), 0) for i in range(0, n, 64)])
+    recon = recon.clamp(0, 1)
+    out = {"chain": "AC-RE R_tau, respacing 50, tau 5 (t <= 100 of 1000), stochastic, seed 0",
+           "chain_pixel_mae": float((recon - x).abs().mean()), "chain_images": n}
+    for name in ("regressor", "oracle"):
+        net = load_net(f"checkpoints/squares_{name}.pt", expected_kind="regressor")
+        out[f"chain_{name}_abs_change"] = float((net(recon) - net(x)).abs().mean())
+    return out
+
+
+@torch.no_grad()
+def evaluate_squares_diffae(path: str, n: int = 256) -> dict[str, float]:
+    """Diff-AE reconstruction (inversion 20, decoding 20) and the control its z_sem has over the inner red."""
+    from cflight.data.squares import SquaresDataset
+    from cflight.models.generative.diffusion import GaussianDiffusion
+
+    net = load_net(path, expected_kind="denoiser")
+    diffusion = GaussianDiffusion(net.training_schedule.num_timesteps, net.training_schedule.schedule)
+    data = SquaresDataset(n, 0, "test")
+    x = torch.stack([data[i]["image"] for i in range(n)])
+    mask = torch.stack([data[i]["mask"] for i in range(n)])
+
+    def red(im: torch.Tensor) -> torch.Tensor:  # mean red of the inner square, pixel units
+        return 255 * (im[:, :1] * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3))
+
+    z = torch.cat([net.encode(x[i:i + 64]) for i in range(0, n, 64)])
+    x_T = torch.cat([net.encode_stochastic(x[i:i + 64], z[i:i + 64], diffusion, 20) for i in range(0, n, 64)])
+    recon = torch.cat([net.decode(x_T[i:i + 64], z[i:i + 64], diffusion, 20) for i in range(0, n, 64)])
+    swapped = torch.cat([net.decode(x_T[i:i + 64], z.roll(1, 0)[i:i + 64], diffusion, 20) for i in range(0, n, 64)])
+    moved, between = (red(swapped) - red(x)).abs().mean(), (red(x).roll(1, 0) - red(x)).abs().mean()
+    return {"recon": "DDIM-20 inversion + DDIM-20 decoding", "recon_pixel_mae": float((recon - x).abs().mean()),
+            "recon_inner_red_mae_255": float((red(recon) - red(x)).abs().mean()), "recon_images": n,
+            "swap_inner_red_moved_255": float(moved), "swap_inner_red_between_255": float(between),
+            "swap_red_control": float(moved / between)}
+
+
+@torch.no_grad()
 def evaluate(path: str, kind: str, root: str = "data") -> dict[str, float]:
     """Test accuracy of a classifier or test reconstruction MSE (posterior mean) of a VAE file."""
     net = load_net(path, expected_kind=kind)
@@ -222,6 +276,10 @@ def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = Non
         metrics = evaluate_ddpm(out)
     elif kind == "regressor":
         metrics = evaluate_regressor(out, cfg)
+    elif name == "squares_ddpm":
+        metrics = evaluate_squares_ddpm(out)
+    elif name == "squares_diffae":
+        metrics = evaluate_squares_diffae(out)
     else:
         metrics = evaluate(out, kind)
     export_checkpoint(best, out, {"config": config, **metrics})  # again, with the measured metric

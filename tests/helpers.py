@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 from lightning.pytorch import LightningDataModule
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+
+from cflight.models.generative import DiffAE
 
 
 class LinearDecoder(nn.Module):
@@ -138,3 +140,18 @@ def tiny_config(template: str, tmp_path, **replace: str) -> str:
     path = tmp_path / "config.yaml"
     path.write_text(text)
     return str(path)
+
+
+class TinyDiffAE(DiffAE):
+    """A 1×4×4 diffusion autoencoder (TinyDicts images) whose zero-initialised output layers are drawn small,
+    so the untrained net depends on z_sem: for YAML tests of Diff-AE-RE."""
+
+    def __init__(self, seed: int = 0) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            super().__init__(in_channels=1, image_size=4, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                             attention_resolutions=(2,), head_channels=8, z_dim=6)
+            with torch.no_grad():
+                for p in self.parameters():
+                    if not bool(p.any()):
+                        p.normal_(0.0, 0.05)

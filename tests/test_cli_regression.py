@@ -15,6 +15,8 @@ METHODS = {
     "APGD": "{class_path: cflight.methods.APGD, init_args: {eps: 2.0, steps: 30}}",
     "ACRE": "{class_path: cflight.methods.ACRE, init_args: {denoiser: {class_path: tests.methods.test_dvce."
             "GaussianDenoiser, init_args: {learn_sigma: true}}, max_iterations: 20, step_size: 0.02, dilation: 1}}",
+    "DiffAERE": "{class_path: cflight.methods.DiffAERE, init_args: {diffae: {class_path: tests.helpers.TinyDiffAE}, "
+                "num_timesteps: 100, schedule: linear, decode_steps: 4, encode_steps: 5, lr: 0.05, max_steps: 30}}",
     "DVCE": "{class_path: cflight.methods.DVCE, init_args: {denoiser: {class_path: tests.methods.test_dvce."
             "GaussianDenoiser, init_args: {mu: 0.0, s: 0.5}}, timestep_respacing: '20', skip_timesteps: 10, "
             "cone_angle: null, classifier_lambda: 1.0}}",
