@@ -37,9 +37,14 @@ class CounterfactualMethod(nn.Module, ABC):
     gradients (Lightning's predict loop runs without them), and splits the batch into chunks of at most
     ``max_batch_size``. It never moves tensors between devices: inputs, model and method must share one.
 
+    From Python (no Lightning needed)::
+
+        method = cflight.LatentAttack(generator, lr=0.1)       # generator: encode/decode, see LatentGenerator
+        out = method(x, cflight.ClassTarget(classes, 0.5), my_classifier, index=idx)
+
     Args:
         max_batch_size: largest chunk processed at once (``None``: the whole batch).
-        seed: job seed; each sample's randomness derives from ``(seed, index)``.
+        seed: job seed; each sample's randomness derives from ``(seed, index)`` (see :meth:`forward`).
         acceleration: speed options (autocast, channels_last, compile, checkpointing) for the method's
             generative networks, which a subclass wraps with :meth:`accelerate`; ``None``: all off.
     """
@@ -59,8 +64,26 @@ class CounterfactualMethod(nn.Module, ABC):
 
         Args:
             target: a :class:`ClassTarget` or :class:`RegressionTarget` with ``B`` entries.
-            index: ``[B]`` dataset indices that seed per-sample randomness (default ``arange(B)``).
+            model: the explained network, any ``nn.Module`` (or callable) mapping ``x`` to ``[B, K]`` logits
+                (a classifier; one logit = binary) or ``[B, 1]`` values (a regressor); it takes images in
+                [0, 1], so any normalisation belongs inside its ``forward``. An ``in_channels`` /
+                ``image_size`` attribute, where present, is checked against ``x``.
+            index: ``[B]`` long, the *name* of each image's randomness: every random draw of a sample
+                (random starts, reparameterised latents, diffusion noise, augmentations) is a stream keyed
+                by ``(seed, index[b])``. The default ``arange(B)`` numbers the images by their position in
+                this call, so a stochastic method's result for an image depends on where it sits in the
+                batch (another batch composition, another result). Pass stable ids, e.g. dataset indices,
+                to make each image's result independent of batching::
+
+                    out = method(x, target, model, index=batch["index"])   # cflight batches carry them
+                    out = method(x[5:7], target.select([5, 6]), model, index=torch.tensor([5, 6]))
+
+                (the second gives rows 5 and 6 of a whole-batch call with ``index=torch.arange(len(x))``).
+                Explanation jobs always pass the dataset's indices. Deterministic methods ignore it.
             pred: the model's output on ``x`` if the caller already has it (saves one forward).
+
+        Returns:
+            a :class:`CounterfactualOutput` with ``B`` rows, in the order of ``x``.
         """
         check_images(x)
         check_model_input(x, model)
