@@ -130,7 +130,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from cflight.models.generative.projection import GANManifold
     from cflight.models.pretrained.guided_diffusion import load_guided_diffusion
     from cflight.models.registry import export_net, load_net
-    from cflight.targets import (FixedClass, FixedValue, FlipBinary, SecondMostLikely, SeveralValues, SquaresMirror,
-                                 TargetPolicy, TrueLabel)
+    from cflight.targets import (FixedClass, FixedValue, FlipBinary, SecondMostLikely, SeveralValues,
+                                 SquaresMirror, TargetPolicy, TrueLabel)
     from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
     from cflight.validation import BadInputError

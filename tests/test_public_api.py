@@ -1,5 +1,5 @@
-"""The top-level Python API: re-exported names, a light ``import cflight``, and the three-line use with a user's
-own classifier and generator (tiny modules defined here: no cflight checkpoint, no Lightning)."""
+"""The top-level Python API: re-exported names, a light ``import cflight``, and the three-line use with a
+user's own classifier and generator (tiny modules defined here: no cflight checkpoint, no Lightning)."""
 from __future__ import annotations
 
 import subprocess
@@ -43,8 +43,8 @@ def test_all_names_resolve() -> None:
     for name in cflight.__all__:
         assert getattr(cflight, name) is not None, name
     for name in ("LatentAttack", "DVCE", "SparseAFW", "PGD", "APGD", "ACE", "ACRE", "DiffAERE", "ClassTarget",
-                 "RegressionTarget", "CounterfactualOutput", "load_net", "load_guided_diffusion", "ExplainModule",
-                 "CounterfactualWriter", "SeveralValues", "Validity", "LatentGenerator", "export_checkpoint"):
+                 "RegressionTarget", "CounterfactualOutput", "load_net", "load_guided_diffusion",
+                 "ExplainModule", "CounterfactualWriter", "SeveralValues", "Validity", "LatentGenerator", "export_checkpoint"):
         assert name in cflight.__all__, name
     from cflight.lit import ExplainModule
     from cflight.methods import LatentAttack
@@ -66,8 +66,8 @@ def test_star_import_and_dir() -> None:
 
 def test_import_is_light() -> None:
     """``import cflight`` imports none of the heavy libraries (they come with the first name used)."""
-    code = ("import sys, cflight; heavy = [m for m in ('torch', 'lightning', 'timm', 'wandb', 'cflight.methods') "
-            "if m in sys.modules]; print(heavy)")
+    code = ("import sys, cflight; heavy = [m for m in ('torch', 'lightning', 'timm', 'wandb', "
+            "'cflight.methods') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -79,7 +79,8 @@ def test_three_lines_with_own_modules() -> None:
     x = torch.rand(4, 1, 8, 8)
     classes = torch.tensor([0, 1, 2, 0])
 
-    method = cflight.LatentAttack(cflight.LatentGenerator(decode=decoder, encode=encoder), lr=0.1, max_steps=30)
+    method = cflight.LatentAttack(cflight.LatentGenerator(decode=decoder, encode=encoder), lr=0.1,
+                                  max_steps=30)
     out = method(x, cflight.ClassTarget(classes, 0.5), classifier)
 
     assert isinstance(out, cflight.CounterfactualOutput)
@@ -111,7 +112,8 @@ def test_generator_from_bound_methods_and_checks() -> None:
     assert out.x_cf.shape == (2, 1, 8, 8)
     attack = cflight.LatentAttack(gen, max_steps=1)
     with pytest.raises(cflight.BadInputError, match="8, 8"):
-        attack(torch.rand(2, 1, 6, 6), cflight.ClassTarget([1, 2]), nn.Sequential(nn.Flatten(), nn.LazyLinear(3)))
+        attack(torch.rand(2, 1, 6, 6), cflight.ClassTarget([1, 2]),
+               nn.Sequential(nn.Flatten(), nn.LazyLinear(3)))
     with pytest.raises(RuntimeError, match="no encoder"):
         cflight.LatentGenerator(decode=tiny_decoder()).encode(torch.rand(1, 1, 8, 8))
     with pytest.raises(TypeError, match="decode must be callable"):
@@ -121,7 +123,8 @@ def test_generator_from_bound_methods_and_checks() -> None:
 def test_regression_target_with_own_regressor() -> None:
     regressor = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
     x = torch.rand(3, 1, 8, 8)
-    out = cflight.APGD(eps=2.0, norm="l2", steps=10)(x, cflight.RegressionTarget([0.0, 0.5, 1.0], 0.05), regressor)
+    target = cflight.RegressionTarget([0.0, 0.5, 1.0], 0.05)
+    out = cflight.APGD(eps=2.0, norm="l2", steps=10)(x, target, regressor)
     assert out.pred_cf.shape == (3, 1) and out.success.shape == (3,)
 
 
@@ -131,8 +134,8 @@ def test_regression_target_with_own_regressor() -> None:
     lambda: cflight.PGD(eps=0.5, steps=3, random_start=True),  # random start drawn from (seed, index)
 ], ids=["LatentAttack", "PGD"])
 def test_same_index_same_result_in_other_batches(make) -> None:
-    """With dataset indices passed as ``index``, an image's counterfactual does not depend on which images share
-    its batch or where it sits; with the default (positions) it does."""
+    """With dataset indices passed as ``index``, an image's counterfactual does not depend on which images
+    share its batch or where it sits; with the default (positions) it does."""
     torch.manual_seed(0)
     method, model = make(), TinyClassifier()
     x = torch.rand(6, 1, 8, 8)
@@ -154,6 +157,6 @@ def test_decoder_only_generator_through_gan_projection() -> None:
     """A decoder without an encoder (a GAN) becomes a latent-method generator through GANManifold."""
     gen = cflight.LatentGenerator(decode=tiny_decoder(), latent_dim=4, in_channels=1, image_size=8)
     manifold = cflight.GANManifold(gen, steps=2, n_candidates=2)
-    out = cflight.LatentAttack(manifold, lr=0.1, max_steps=3)(torch.rand(2, 1, 8, 8), cflight.ClassTarget([1, 2]),
-                                                              TinyClassifier())
+    attack = cflight.LatentAttack(manifold, lr=0.1, max_steps=3)
+    out = attack(torch.rand(2, 1, 8, 8), cflight.ClassTarget([1, 2]), TinyClassifier())
     assert out.latent.shape == (2, 4)

@@ -48,7 +48,8 @@ class LatentGenerator(nn.Module):
                  image_size: int | Sequence[int] | None = None) -> None:
         super().__init__()
         if not callable(decode):
-            raise TypeError(f"decode must be callable (an nn.Module or a function), got {type(decode).__name__}")
+            raise TypeError("decode must be callable (an nn.Module or a function), "
+                            f"got {type(decode).__name__}")
         if encode is not None and not callable(encode):
             raise TypeError(f"encode must be callable or None, got {type(encode).__name__}")
         # the callables stay out of nn.Module's registry; the modules that hold them are registered once each
