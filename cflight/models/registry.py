@@ -67,6 +67,23 @@ def export_net(net_name: str, net_kwargs: dict[str, Any], state_dict: dict[str, 
     os.replace(tmp, path)
 
 
+def state_dict_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                        name: Callable[[str], str] | None = None, unexpected: str = "unexpected tensors",
+                        expected: str = "network") -> str | None:
+    """How ``state`` fails to fit a network whose state dict is ``own``, for a one-line error (``None`` if it
+    fits): counts of missing, unexpected and differently shaped tensors, each with a first example
+    (``name`` maps a network key to the file's, ``unexpected``/``expected`` word the message)."""
+    name = name or (lambda k: k)
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = [f"{len(missing)} missing tensors (e.g. {name(missing[0])!r})" if missing else "",
+             f"{len(extra)} {unexpected} (e.g. {name(extra[0])!r})" if extra else "",
+             f"{len(shapes)} of other shapes (e.g. {name(shapes[0])!r}: file {tuple(state[shapes[0]].shape)}, "
+             f"{expected} {tuple(own[shapes[0]].shape)})" if shapes else ""]
+    return ", ".join(p for p in parts if p) or None
+
+
 def load_net(path: str, expected_kind: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load a network from a Lightning checkpoint or an exported weight file, in eval mode.
 
@@ -128,18 +145,10 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
         raise BadInputError(f"checkpoint {path!r}: network {name!r} cannot be built from its net_kwargs "
                             f"{dict(kwargs)}: {str(err).splitlines()[0]}; export it again with net_kwargs "
                             "this version of the network accepts") from None
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing tensors (e.g. {missing[0]!r})" if missing else "",
-                 f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]!r})" if unexpected else "",
-                 f"{len(shapes)} of other shapes (e.g. {shapes[0]!r}: file {tuple(state[shapes[0]].shape)}, "
-                 f"network {tuple(own[shapes[0]].shape)})" if shapes else ""]
+    mismatch = state_dict_mismatch(net.state_dict(), state)
+    if mismatch:
         raise BadInputError(f"checkpoint {path!r} does not fit network {name!r} built from its net_kwargs: "
-                            f"{', '.join(p for p in parts if p)}; export it again from the run that trained "
-                            "it")
+                            f"{mismatch}; export it again from the run that trained it")
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

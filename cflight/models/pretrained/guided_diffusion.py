@@ -25,7 +25,7 @@ from torch import Tensor
 from cflight.models.generative.diffusion import SCHEDULES
 from cflight.models.generative.training_schedule import TrainingSchedule
 from cflight.models.pretrained.adm_unet import ADMUNet
-from cflight.models.registry import register_net
+from cflight.models.registry import register_net, state_dict_mismatch
 from cflight.validation import BadInputError, MissingInputError
 
 __all__ = ["MODEL_DEFAULTS", "DIFFUSION_DEFAULTS", "PRESETS", "build_adm_unet", "load_guided_diffusion",
@@ -184,18 +184,11 @@ def load_guided_diffusion(path: str, preset: str | None = None, map_location: st
         state = {k.removeprefix("module."): v for k, v in state.items()}
     with torch.device("meta"):  # shapes first: no memory, no random init of a network that will not fit
         net = build_adm_unet(**full)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing tensors (e.g. {missing[0]!r})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})" if unexpected else "",
-                 f"{len(shapes)} of other shapes (e.g. {shapes[0]!r}: file {tuple(state[shapes[0]].shape)}, "
-                 f"network {tuple(own[shapes[0]].shape)})" if shapes else ""]
+    mismatch = state_dict_mismatch(net.state_dict(), state, unexpected="unexpected")
+    if mismatch:
         raise BadInputError(
             f"guided-diffusion file {path!r} does not fit the ADM UNet of {_describe(preset, flags)}: "
-            f"{', '.join(p for p in parts if p)}; the file's tensors say {_hint(state)}; pass the flags the "
+            f"{mismatch}; the file's tensors say {_hint(state)}; pass the flags the "
             "file was trained with (its README's MODEL_FLAGS), e.g. preset='imagenet256_uncond' for "
             "256x256_diffusion_uncond.pt, 'celeba128_dime' or 'celebahq256_ace'")
     net.to_empty(device=map_location)  # every tensor is overwritten by the file's (the net has no buffers)

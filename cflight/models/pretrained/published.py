@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from cflight.models.registry import state_dict_mismatch
 from cflight.validation import BadInputError, MissingInputError
 
 Net = TypeVar("Net", bound=nn.Module)
@@ -62,17 +63,8 @@ def load_into(net: Net, state: Mapping[str, Tensor], path: str, layout: str, fix
     Missing, unexpected or differently shaped tensors raise one :class:`BadInputError` line naming the file,
     the ``layout`` it was read as and ``fix``; ``file_name`` turns a network name into the file's, for the
     message."""
-    name = file_name or (lambda k: k)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing tensors (e.g. {name(missing[0])!r})" if missing else "",
-                 f"{len(unexpected)} unexpected tensors (e.g. {name(unexpected[0])!r})" if unexpected else "",
-                 f"{len(shapes)} of other shapes (e.g. {name(shapes[0])!r}: file {tuple(state[shapes[0]].shape)}, "
-                 f"expected {tuple(own[shapes[0]].shape)})" if shapes else ""]
-        raise BadInputError(f"checkpoint {path!r} was read as {layout} but does not fit it: "
-                            f"{', '.join(p for p in parts if p)}; {fix}")
+    mismatch = state_dict_mismatch(net.state_dict(), dict(state), file_name, expected="expected")
+    if mismatch:
+        raise BadInputError(f"checkpoint {path!r} was read as {layout} but does not fit it: {mismatch}; {fix}")
     net.load_state_dict(dict(state))
     return net.eval()
