@@ -59,20 +59,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cflight.data import MNISTDataModule, PoisonSpec
-from cflight.lit import ClassifierModule
-from cflight.methods import APGD, SparseAFW
-from cflight.methods import functional as Fn
-from cflight.models.classifiers import TemperatureWrapper, fit_temperature
-from cflight.models.registry import export_net, load_net
-from cflight.types import ClassTarget, CounterfactualOutput
-from cflight.viz.gallery import GalleryRow, difference_map, render_png
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.provenance import provenance  # noqa: E402
+from cflight.data import MNISTDataModule, PoisonSpec  # noqa: E402
+from cflight.lit import ClassifierModule  # noqa: E402
+from cflight.methods import APGD, SparseAFW  # noqa: E402
+from cflight.methods import functional as Fn  # noqa: E402
+from cflight.models.classifiers import TemperatureWrapper, fit_temperature  # noqa: E402
+from cflight.models.registry import export_net, load_net  # noqa: E402
+from cflight.types import ClassTarget, CounterfactualOutput  # noqa: E402
+from cflight.viz.gallery import GalleryRow, difference_map, render_png  # noqa: E402
 
 NET_KWARGS = {"in_channels": 1, "image_size": 28, "num_classes": 10, "width": 32, "hidden": 128}
 
@@ -290,13 +294,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return run(args)
+        return run(args, provenance(__file__, argv))
     finally:  # callers (tests) keep their own thread setting
         torch.set_num_threads(threads)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train or load both models, explain them with every method, write the report and galleries."""
+def run(args: argparse.Namespace, made_by: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train or load both models, explain them with every method, write the report and galleries;
+    ``made_by`` (command, git commit, machine) heads the report."""
     start = time.perf_counter()
     spec = PoisonSpec(class_index=args.class_index, fraction=args.fraction, intensity=args.intensity,
                       pattern=args.pattern, seed=args.seed)
@@ -343,6 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "wall_seconds": time.perf_counter() - start,
     })
+    report = {**(made_by or {}), **report}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
