@@ -13,12 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def git_state() -> dict:
-    """``{"commit", "dirty"}`` of the checkout (dirty: tracked files differ from the commit)."""
+    """``{"commit", "dirty"}`` of the checkout (dirty: tracked files other than ``benchmarks/results/``, the
+    outputs themselves, differ from the commit: a run that rewrites one result must not mark the next one)."""
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                                                                 ":(exclude)benchmarks/results"))}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown (no git repository)", "dirty": None}
 
