@@ -133,8 +133,13 @@ class Squares(Dataset):
 
 def tiny_config(template: str, tmp_path, **replace: str) -> str:
     """Write ``template`` (a YAML with ``OUTPUT_DIR``) to ``tmp_path/config.yaml`` with the output directory
-    ``tmp_path/job`` and each ``old → new`` text replacement; returns the path."""
+    ``tmp_path/job`` and each ``old → new`` text replacement; returns the path. A replacement whose ``old``
+    text is not in the template is an error: after an edit of a shipped config it would silently leave, e.g.,
+    its full training length in a "tiny" test."""
     text = open(template).read().replace("OUTPUT_DIR", str(tmp_path / "job"))
+    absent = [old for old in replace if old not in text]
+    if absent:
+        raise ValueError(f"tiny_config: {absent} not found in {template}; update the test to the config's text")
     for old, new in replace.items():
         text = text.replace(old, new)
     path = tmp_path / "config.yaml"

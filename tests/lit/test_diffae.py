@@ -21,7 +21,7 @@ TINY = {"in_channels": 3, "image_size": 8, "model_channels": 8, "channel_mult": 
 def test_fit_via_cli_then_export_and_load_keep_the_schedule(tmp_path):
     out = str(tmp_path / "run")
     config = tiny_config("configs/train/diffae_squares.yaml", tmp_path, **{
-        "outputs/train/diffae_squares": out, "max_steps: 3000": "max_steps: 3", "val_check_interval: 500":
+        "outputs/train/diffae_squares": out, "max_steps: 5000": "max_steps: 3", "val_check_interval: 1000":
         "val_check_interval: 3", "limit_val_batches: 4": "limit_val_batches: 1", "n_train: 16000": "n_train: 12",
         "n_val: 256": "n_val: 4", "n_test: 256": "n_test: 4", "batch_size: 24": "batch_size: 4",
         "model_channels: 16": "model_channels: 8", "channel_mult: [1, 2, 2, 2]": "channel_mult: [1, 2]",
