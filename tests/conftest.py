@@ -17,3 +17,15 @@ def _seeded():
     """Every test starts from the same RNG state, so a failure reproduces and no test passes by luck of order."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_dangling_wandb_run():
+    """A W&B run a test leaves open would be reused by the next test's WandbLogger (Lightning attaches to
+    ``wandb.run``), which then logs into the wrong directory: finish it after every test."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
