@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cflight.methods.functional.core import class_probability, target_reached
+from cflight.methods.functional.core import class_probability, decision_reached, target_reached
 from cflight.types import ClassTarget, Target
 
 
@@ -48,6 +48,7 @@ class Validity(Metric):
     full_state_update = False
     prefix = ""
     _keys = ("validity", "target_confidence", "flip_rate")
+    reached = staticmethod(target_reached)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -63,7 +64,7 @@ class Validity(Metric):
         b = out.shape[0]
         if len(target) != b:
             raise ValueError(f"target has {len(target)} rows, outputs {b}")
-        self.sums[0] += target_reached(out, target).to(self.sums).sum()
+        self.sums[0] += self.reached(out, target).to(self.sums).sum()
         self.counts[0] += b
         if isinstance(target, ClassTarget):
             self.sums[1] += class_probability(out, target.classes).to(self.sums).sum()
@@ -86,6 +87,11 @@ class OracleValidity(Validity):
     DiME/ACE's oracle classifiers): a counterfactual valid for the model but not for the oracle exploited the
     model (an adversarial example) rather than changing the class evidence. ``update(oracle_outputs_cf, target,
     oracle_outputs=None)`` — the caller runs the oracle.
+
+    ``oracle_validity`` is the oracle's *decision* (:func:`~cflight.methods.functional.decision_reached`: its
+    predicted class is the target), not the explained model's threshold τ, which is the search's stopping rule;
+    ``oracle_target_confidence`` is its mean target probability.
     """
 
     prefix = "oracle_"
+    reached = staticmethod(decision_reached)

@@ -70,3 +70,25 @@ def test_validity_metrics_merge() -> None:
     y, v = torch.rand(8), torch.rand(8)
     ups = [(y[i : i + 4], RegressionTarget(v[i : i + 4], 0.1), None, y[i : i + 4] * 0.9) for i in range(0, 8, 4)]
     assert_merge_matches(RegressionSuccess, ups, split=1)
+
+
+def test_oracle_validity_is_the_oracles_decision_not_the_search_threshold() -> None:
+    """At τ = 0.99 the explained model must be 99 % sure; the oracle only has to call the target class."""
+    target = ClassTarget(torch.tensor([1, 1, 2]), threshold=0.99)
+    # softmax rows: p(1) = 0.6 (argmax 1), p(1) ≈ 0.33 (argmax 0), p(2) = 0.999 (argmax 2)
+    logits = torch.log(torch.tensor([[0.3, 0.6, 0.1], [0.34, 0.33, 0.33], [0.0005, 0.0005, 0.999]]))
+    o, v = OracleValidity(), Validity()
+    o.update(logits, target)
+    v.update(logits, target)
+    assert o.compute()["oracle_validity"].item() == pytest.approx(2 / 3)
+    assert v.compute()["validity"].item() == pytest.approx(1 / 3)
+
+
+def test_decision_reached_directions_and_one_logit_models() -> None:
+    from cflight.methods.functional import decision_reached
+    away = ClassTarget(torch.tensor([0, 0]), threshold=0.01, direction=torch.tensor([-1, -1]))
+    assert decision_reached(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), away).tolist() == [False, True]
+    toward_1 = ClassTarget(torch.tensor([1, 1]), threshold=0.9)
+    assert decision_reached(torch.tensor([[0.1], [-0.1]]), toward_1).tolist() == [True, False]
+    reg = RegressionTarget(torch.tensor([0.5]), 0.05)
+    assert decision_reached(torch.tensor([[0.53]]), reg).tolist() == [True]

@@ -11,7 +11,7 @@ from torch import Tensor
 from cflight.rng import per_sample_normal  # re-exported: per-sample noise lives in the low-level cflight.rng
 from cflight.types import ClassTarget, RegressionTarget
 
-__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "l1_distance", "l2_distance",
+__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "decision_reached", "l1_distance", "l2_distance",
            "per_sample_normal", "target_reached", "threshold_reached"]
 
 OBJECTIVES = ("prob", "logit", "log_prob")
@@ -81,6 +81,22 @@ def target_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tenso
         return threshold_reached(class_probability(out, target.classes), target.threshold, target.direction)
     err = (out[:, 0] - target.value.to(out.dtype)).abs()
     return err <= torch.as_tensor(target.tolerance, dtype=err.dtype, device=err.device)
+
+
+def decision_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
+    """``[B]`` bool: the model's *decision* on ``out`` is the target — its predicted class (``argmax``, or
+    ``logit > 0`` for a one-logit model) is the target class (``direction == +1``) or is not the class to leave
+    (``direction == −1``); for a regressor ``|ŷ − ỹ| ≤ δ`` as :func:`target_reached`.
+
+    This is how an independent *oracle* judges a counterfactual ("the oracle calls it the target class", the flip
+    rate of DiME/ACE, spec §3.1–3.2): the explained model's threshold τ is a stopping rule of the search, not a
+    confidence another model must reproduce. For ``K = 2`` or ``K = 1`` at τ = 0.5 both functions agree.
+    """
+    if not isinstance(target, ClassTarget):
+        return target_reached(out, target)
+    pred = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
+    classes, direction = target.classes.to(pred.device), target.direction.to(pred.device)
+    return torch.where(direction > 0, pred == classes, pred != classes)
 
 
 def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int, lr: float,
