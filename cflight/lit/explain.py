@@ -48,8 +48,9 @@ class ExplainModule(LightningModule):
         standardize_descriptors: rank global attributions by change ÷ the descriptor's standard deviation over
             the explained originals (for continuous descriptors with different units, e.g. morphometrics).
         oracle: an independently trained model of the same task (other seed or architecture; module or
-            checkpoint path): each row also records whether it agrees that the counterfactual reaches the
-            target (``oracle_valid``; for a regressor also its prediction and error), which tells real
+            checkpoint path): each row also records whether it calls the counterfactual the target class
+            (``oracle_valid``: its predicted class, :func:`~cflight.methods.functional.decision_reached`, not
+            the search's threshold τ; for a regressor |ŷ − ỹ| ≤ δ, its prediction and error), which tells real
             changes from ones only the explained model sees.
         reconstruction_filter: explain only images whose reconstruction ``G(E(x))`` (the method's
             :meth:`reconstruct`, e.g. :class:`~cflight.methods.LatentAttack`) the model still classifies as
@@ -280,9 +281,12 @@ class ExplainModule(LightningModule):
         scores = {"x_cf": out.x_cf, "logits_cf": pred_cf, "success": out.success, "steps": out.steps,
                   "valid": Fn.target_reached(pred_cf, target),
                   "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
+        # l1.5 (SVCE's threat model), l∞ and the share of changed pixel positions (sparsity), per row
+        extra = image_distances(x.detach().float(), x_cf.float())
+        scores.update(l1_5=extra["l1_5"], linf=extra["linf"], changed_fraction=extra["changed_fraction"])
         oracle = None if self.oracle is None else self.oracle(x_cf)
         if oracle is not None:
-            scores["oracle_valid"] = Fn.target_reached(oracle, target)
+            scores["oracle_valid"] = Fn.decision_reached(oracle, target)  # its decision, not the search's τ
         if isinstance(target, RegressionTarget):
             scores.update(prediction_cf=pred_cf[:, 0], abs_error=(pred_cf[:, 0] - target.value).abs())
             if oracle is not None:
