@@ -281,9 +281,6 @@ class ExplainModule(LightningModule):
         scores = {"x_cf": out.x_cf, "logits_cf": pred_cf, "success": out.success, "steps": out.steps,
                   "valid": Fn.target_reached(pred_cf, target),
                   "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
-        # l1.5 (SVCE's threat model), l∞ and the share of changed pixel positions (sparsity), per row
-        extra = image_distances(x.detach().float(), x_cf.float())
-        scores.update(l1_5=extra["l1_5"], linf=extra["linf"], changed_fraction=extra["changed_fraction"])
         oracle = None if self.oracle is None else self.oracle(x_cf)
         if oracle is not None:
             scores["oracle_valid"] = Fn.decision_reached(oracle, target)  # its decision, not the search's τ
