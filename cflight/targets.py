@@ -322,3 +322,29 @@ class IndexTargets(TargetPolicy):
         target = torch.tensor([self.targets.get(int(i), -1) for i in index], dtype=torch.long, device=logits.device)
         keep = (target >= 0) & (_predicted(logits) != target)
         return ClassTarget(target.clamp(min=0), self.threshold), keep
+
+
+class LabelValues(TargetPolicy):
+    """Each image toward the regression value its label maps to, e.g. AC-RE's CelebA-HQ age targets
+    (spec §2.2: ``Young = 1 → 0.8``, otherwise ``0.1``: ``values={1: 0.8, 0: 0.1}``), reached when
+    ``|f(x) − value| ≤ tolerance``; images already within it, or whose label has no value, are skipped."""
+
+    task = "regression"
+
+    def __init__(self, values: Mapping[int, float], tolerance: float = 0.05) -> None:
+        if not len(values):
+            raise ValueError("values must map at least one label to a target value")
+        self.values = {_check_class(int(k), "a label"): float(v) for k, v in values.items()}
+        self.tolerance = _check_tolerance(tolerance)
+
+    def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[RegressionTarget, Tensor]:
+        y = _regressor_output(logits, "LabelValues")
+        if LABEL not in batch:
+            raise BadInputError("LabelValues needs batches with a 'label' key, this dataset has no labels; give "
+                                "the data labels (e.g. label_column) or use FixedValue")
+        labels = torch.as_tensor(batch[LABEL]).reshape(-1).tolist()
+        value = torch.tensor([self.values.get(int(c), float("nan")) for c in labels], dtype=torch.float32,
+                             device=logits.device)
+        known = ~value.isnan()
+        value = torch.where(known, value, y.detach().float())
+        return RegressionTarget(value, self.tolerance), known & ((y - value).abs() > self.tolerance)

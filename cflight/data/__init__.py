@@ -11,8 +11,10 @@ from cflight.data.datamodules import (
     ShapesDataModule,
     SquaresDataModule,
 )
+from cflight.data.celebahq import CelebAHQ, CelebAHQDataModule
 from cflight.data.digits import Digits
 from cflight.data.folder import CelebA, ImageFolderDataset, read_table
+from cflight.data.imagenet import IMAGENET_PAIRS, PAIR_TARGETS, ImageNetVal, ImageNetValDataModule
 from cflight.data.mnist import MNIST, FashionMNIST, prepare_mnist_raw, read_idx
 from cflight.data.morphometrics import MORPHOMETRIC_NAMES, morphometrics
 from cflight.data.poison import PATTERNS, PoisonedDataset, PoisonSpec, blend, make_pattern
@@ -21,6 +23,12 @@ from cflight.data.squares import SquaresDataset
 
 __all__ = [
     "COLOURS",
+    "IMAGENET_PAIRS",
+    "PAIR_TARGETS",
+    "CelebAHQ",
+    "CelebAHQDataModule",
+    "ImageNetVal",
+    "ImageNetValDataModule",
     "MNIST",
     "MORPHOMETRIC_NAMES",
     "PATTERNS",

@@ -34,8 +34,15 @@ class AutoWandbLogger(WandbLogger):
         if offline is None:
             mode = os.environ.get("WANDB_MODE")
             offline = mode in ("offline", "disabled") if mode else not wandb_has_credentials()
-        os.makedirs(save_dir, exist_ok=True)
         super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        # save_dir is made when the run starts, not at construction: a job that stops while its config is
+        # instantiated (e.g. a missing checkpoint) leaves no directory behind
+        if self._experiment is None and self.save_dir:
+            os.makedirs(self.save_dir, exist_ok=True)
+        return super().experiment
 
 
 def run_hint(logger: WandbLogger) -> str:

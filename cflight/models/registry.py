@@ -161,18 +161,20 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
 
 PUBLISHED_LAYOUTS = ("robustness-library checkpoint ('module.model.*'), RobustBench ImageNet ResNet ('model.*', "
                      "'normalize.*'), torchvision ResNet ('conv1.weight', 'layer1.*', 'fc.weight'), Counterfactual "
-                     "Attacks MNIST classifier ('network.*') or VAE ('encoder_conv.*', 'decoder_net.*')")
+                     "Attacks MNIST classifier ('network.*') or VAE ('encoder_conv.*', 'decoder_net.*'), official "
+                     "Diff-AE last.ckpt ('ema_model.time_embed.time_embed.*', 'ema_model.encoder.*')")
 
 
 def _identify_published(ckpt: dict[str, Any]) -> Any:
     """The :class:`~cflight.models.pretrained.published.Published` layout of a plain state dict, or ``None``."""
-    from cflight.models.pretrained import classifiers, counterfactual_attacks
+    from cflight.models.pretrained import classifiers, counterfactual_attacks, diffae_official
     from cflight.models.pretrained.published import unwrap_state_dict
 
     state = unwrap_state_dict(ckpt)
     if state is None:
         return None
-    return counterfactual_attacks.identify(state) or classifiers.identify(state)
+    return (diffae_official.identify(state) or counterfactual_attacks.identify(state)
+            or classifiers.identify(state))
 
 
 def _attach_training_schedule(net: nn.Module, ckpt: dict[str, Any], hp: Any) -> None:
@@ -198,3 +200,4 @@ def _ensure_builtin() -> None:
     import cflight.models.pretrained.classifiers  # noqa: F401  (torchvision_resnet)
     import cflight.models.pretrained.counterfactual_attacks  # noqa: F401  (counterfactual_attacks_vae)
     import cflight.models.pretrained.guided_diffusion  # noqa: F401  (adm_unet)
+    import cflight.models.pretrained.diffae_official  # noqa: F401  (diffae_official)

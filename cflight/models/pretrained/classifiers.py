@@ -114,10 +114,16 @@ def _build(net_state: dict[str, Tensor], prefix: str, layout: str, path: str, me
 
 
 def identify(state: Mapping[str, Tensor], **kwargs: Any) -> Published | None:
-    """The published ResNet layout of ``state`` (``module.`` already dropped), or ``None``.
+    """The published ResNet layout of ``state`` (``module.`` already dropped), or the CelebA-HQ DenseNets'
+    (:mod:`cflight.models.pretrained.celebahq`), or ``None``.
 
     ``kwargs`` (``resize_to``, ``interpolation``, ``clamp``) go to :class:`TorchvisionResNet`; ``clamp=None``
     keeps the file's library's choice."""
+    from cflight.models.pretrained import celebahq
+
+    densenet = celebahq.identify(state)
+    if densenet is not None:
+        return densenet
     keys = list(state)
     clamp = kwargs.pop("clamp", None)
     if any(k.startswith(("normalizer.", "attacker.")) for k in keys):
@@ -189,3 +195,44 @@ def load_timm_classifier(path: str, model_name: str, preprocess: str = "model", 
     fix = f"pass the weight file of timm's {model_name!r}, or the model_name it was saved from"
     return load_into(net, {f"model.{k}": v for k, v in state.items()}, path, layout, fix,
                      lambda k: k.removeprefix("model."))
+
+
+class _LoadedClassifier(nn.Module):
+    """A loaded classifier behind a class with simple init arguments (YAML configs); exposes the loaded
+    network's ``in_channels`` and ``num_classes`` but no ``image_size``: these networks resize their input
+    or pool globally, so any image size runs (DVCE's 256² images reach a 224² classifier)."""
+
+    def _hold(self, net: nn.Module) -> None:
+        self.net = net
+        for attr in ("in_channels", "num_classes"):
+            if hasattr(net, attr):
+                setattr(self, attr, getattr(net, attr))
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] ``[B, 3, H, W]`` → logits ``[B, num_classes]``."""
+        return self.net(x)
+
+
+class RobustResNetFile(_LoadedClassifier):
+    """:func:`load_robust_resnet` as a class, for YAML configs (``model: {class_path:
+    cflight.models.pretrained.RobustResNetFile, init_args: {path: ..., resize_to: 224}}``); arguments as
+    :func:`load_robust_resnet`'s."""
+
+    def __init__(self, path: str, resize_to: int | Sequence[int] | None = None, interpolation: str = "bicubic",
+                 clamp: bool | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self._hold(load_robust_resnet(path, resize_to, interpolation, clamp))
+
+
+class TimmClassifierFile(_LoadedClassifier):
+    """:func:`load_timm_classifier` as a class, for YAML configs; ``image_size`` (optional) replaces the
+    model's input size in its preprocessing (reduced-size tests)."""
+
+    def __init__(self, path: str, model_name: str, preprocess: str = "model", crop: bool = False,
+                 antialias: bool = False, image_size: int | None = None) -> None:
+        super().__init__()
+        self.path = path
+        kwargs = {} if image_size is None else {"image_size": image_size}
+        self._hold(load_timm_classifier(path, model_name, preprocess, crop, antialias, **kwargs))

@@ -25,11 +25,12 @@ from torch import Tensor
 from cflight.models.generative.diffusion import SCHEDULES
 from cflight.models.generative.training_schedule import TrainingSchedule
 from cflight.models.pretrained.adm_unet import ADMUNet
+from cflight.models.pretrained.published import missing
 from cflight.models.registry import register_net, state_dict_mismatch
-from cflight.validation import BadInputError, MissingInputError
+from cflight.validation import BadInputError
 
-__all__ = ["MODEL_DEFAULTS", "DIFFUSION_DEFAULTS", "PRESETS", "build_adm_unet", "load_guided_diffusion",
-           "resolve_flags"]
+__all__ = ["MODEL_DEFAULTS", "DIFFUSION_DEFAULTS", "PRESETS", "GuidedDiffusionFile", "build_adm_unet",
+           "load_guided_diffusion", "resolve_flags"]
 
 NUM_CLASSES = 1000  # class_cond networks are ImageNet's
 MODEL_DEFAULTS: dict[str, Any] = dict(
@@ -152,6 +153,34 @@ def _describe(preset: str | None, flags: dict[str, Any]) -> str:
     return f"flags {{{given}}}" if given else "the default flags"
 
 
+def _read_state(path: str, map_location: str | torch.device) -> dict[str, Tensor]:
+    """The plain state dict of a guided-diffusion file (``module.`` dropped), with one-line errors."""
+    if not os.path.isfile(path):
+        raise missing(path, "guided-diffusion file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise BadInputError(f"guided-diffusion file {path!r} could not be read as a state dict: "
+                            f"{type(err).__name__} (truncated, damaged or not a torch file)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise BadInputError(f"guided-diffusion file {path!r} is not a plain state dict of tensors (holds a "
+                            f"{type(state).__name__}); pass the .pt file the official code saved")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _check_fits(net: ADMUNet, state: dict[str, Tensor], path: str, preset: str | None,
+                flags: dict[str, Any]) -> None:
+    mismatch = state_dict_mismatch(net.state_dict(), state, unexpected="unexpected")
+    if mismatch:
+        raise BadInputError(
+            f"guided-diffusion file {path!r} does not fit the ADM UNet of {_describe(preset, flags)}: "
+            f"{mismatch}; the file's tensors say {_hint(state)}; pass the flags the "
+            "file was trained with (its README's MODEL_FLAGS), e.g. preset='imagenet256_uncond' for "
+            "256x256_diffusion_uncond.pt, 'celeba128_dime' or 'celebahq256_ace'")
+
+
 def load_guided_diffusion(path: str, preset: str | None = None, map_location: str | torch.device = "cpu",
                           **flags: Any) -> ADMUNet:
     """The ADM UNet of a guided-diffusion state-dict file, strictly loaded, in eval mode.
@@ -166,31 +195,37 @@ def load_guided_diffusion(path: str, preset: str | None = None, map_location: st
             ``diffusion_steps``, ...).
 
     Raises one line (:class:`~cflight.validation.BadInputError`) naming the file and the expected flags when
-    the file is missing or unreadable or its tensors do not fit the flags (with what the file's tensors say).
+    the file is missing (with where to get a known published file) or unreadable or its tensors do not fit
+    the flags (with what the file's tensors say).
     """
     full = resolve_flags(preset, **flags)
-    if not os.path.isfile(path):
-        raise MissingInputError(f"guided-diffusion file {path!r} not found; check the path, relative to "
-                                f"{os.getcwd()!r}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise BadInputError(f"guided-diffusion file {path!r} could not be read as a state dict: "
-                            f"{type(err).__name__} (truncated, damaged or not a torch file)") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise BadInputError(f"guided-diffusion file {path!r} is not a plain state dict of tensors (holds a "
-                            f"{type(state).__name__}); pass the .pt file the official code saved")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = _read_state(path, map_location)
     with torch.device("meta"):  # shapes first: no memory, no random init of a network that will not fit
         net = build_adm_unet(**full)
-    mismatch = state_dict_mismatch(net.state_dict(), state, unexpected="unexpected")
-    if mismatch:
-        raise BadInputError(
-            f"guided-diffusion file {path!r} does not fit the ADM UNet of {_describe(preset, flags)}: "
-            f"{mismatch}; the file's tensors say {_hint(state)}; pass the flags the "
-            "file was trained with (its README's MODEL_FLAGS), e.g. preset='imagenet256_uncond' for "
-            "256x256_diffusion_uncond.pt, 'celeba128_dime' or 'celebahq256_ace'")
+    _check_fits(net, state, path, preset, flags)
     net.to_empty(device=map_location)  # every tensor is overwritten by the file's (the net has no buffers)
     net.load_state_dict(state, strict=True)
     return net.eval()
+
+
+class GuidedDiffusionFile(ADMUNet):
+    """:func:`load_guided_diffusion` as a class, for YAML configs (``denoiser: {class_path:
+    cflight.models.pretrained.GuidedDiffusionFile, init_args: {path: ..., preset: imagenet256_uncond}}``).
+
+    :param path: the guided-diffusion ``.pt`` file.
+    :param preset: one of :data:`PRESETS`, or ``None`` and all flags in ``flags``.
+    :param flags: guided-diffusion flags overriding the preset (e.g. ``{use_fp16: false}`` for CPU runs).
+    """
+
+    def __init__(self, path: str, preset: str | None = None, flags: dict[str, Any] | None = None) -> None:
+        flags = dict(flags or {})
+        full = resolve_flags(preset, **flags)
+        state = _read_state(path, "cpu")
+        with torch.device("meta"):
+            super().__init__(**unet_kwargs(full))
+        _check_fits(self, state, path, preset, flags)
+        self.to_empty(device="cpu")
+        self.load_state_dict(state, strict=True)
+        self.training_schedule = training_schedule(full)
+        self.flags, self.path = full, path
+        self.eval()
