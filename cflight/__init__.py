@@ -21,10 +21,11 @@ Names exported here, by group (each is also importable from the submodule named 
   :class:`CounterfactualOutput`;
 * target policies, what a job explains each image toward [``cflight.targets``]: :class:`TargetPolicy`,
   :class:`SecondMostLikely`, :class:`FixedClass`, :class:`TrueLabel`, :class:`FlipBinary`,
-  :class:`FixedValue`, :class:`SeveralValues`, :class:`SquaresMirror`;
+  :class:`FixedValue`, :class:`SeveralValues`, :class:`SquaresMirror`, :class:`PairTargets`,
+  :class:`IndexTargets`, :class:`LabelValues`;
 * networks [``cflight.models``]: :func:`load_net` (any cflight weight file), :func:`export_net`,
-  :func:`load_guided_diffusion` (published ADM UNets), :class:`LatentGenerator` (your own encoder/decoder in
-  the latent-method protocol), :class:`GANManifold` (a GAN with projection by optimisation),
+  :func:`load_guided_diffusion` (published ADM UNets), :func:`load_official_diffae` (the official Diff-AE),
+  :class:`LatentGenerator` (your own encoder/decoder in the latent-method protocol), :class:`GANManifold` (a GAN with projection by optimisation),
   :class:`Acceleration` (GPU speed options);
 * Lightning [``cflight.lit``]: :class:`ExplainModule`, :class:`CounterfactualWriter`,
   :func:`export_checkpoint`;
@@ -70,10 +71,14 @@ _EXPORTS: dict[str, str] = {
     "FixedValue": "cflight.targets",
     "SeveralValues": "cflight.targets",
     "SquaresMirror": "cflight.targets",
+    "PairTargets": "cflight.targets",
+    "IndexTargets": "cflight.targets",
+    "LabelValues": "cflight.targets",
     # networks
     "load_net": "cflight.models.registry",
     "export_net": "cflight.models.registry",
     "load_guided_diffusion": "cflight.models.pretrained.guided_diffusion",
+    "load_official_diffae": "cflight.models.pretrained.diffae_official",
     "LatentGenerator": "cflight.models.generative.adapter",
     "GANManifold": "cflight.models.generative.projection",
     "Acceleration": "cflight.models.acceleration",
@@ -128,9 +133,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from cflight.models.acceleration import Acceleration
     from cflight.models.generative.adapter import LatentGenerator
     from cflight.models.generative.projection import GANManifold
+    from cflight.models.pretrained.diffae_official import load_official_diffae
     from cflight.models.pretrained.guided_diffusion import load_guided_diffusion
     from cflight.models.registry import export_net, load_net
-    from cflight.targets import (FixedClass, FixedValue, FlipBinary, SecondMostLikely, SeveralValues,
-                                 SquaresMirror, TargetPolicy, TrueLabel)
+    from cflight.targets import (FixedClass, FixedValue, FlipBinary, IndexTargets, LabelValues, PairTargets,
+                                 SecondMostLikely, SeveralValues, SquaresMirror, TargetPolicy, TrueLabel)
     from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
     from cflight.validation import BadInputError

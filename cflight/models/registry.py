@@ -162,7 +162,8 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
 PUBLISHED_LAYOUTS = ("robustness-library checkpoint ('module.model.*'), RobustBench ImageNet ResNet ('model.*', "
                      "'normalize.*'), torchvision ResNet ('conv1.weight', 'layer1.*', 'fc.weight'), Counterfactual "
                      "Attacks MNIST classifier ('network.*') or VAE ('encoder_conv.*', 'decoder_net.*'), official "
-                     "Diff-AE last.ckpt ('ema_model.time_embed.time_embed.*', 'ema_model.encoder.*')")
+                     "Diff-AE last.ckpt ('ema_model.time_embed.time_embed.*', 'ema_model.encoder.*'), ACE's CelebA-HQ "
+                     "DenseNet-121 attribute classifier and Ha & Bender's DenseNet regressor ('feat_extract.*')")
 
 
 def _identify_published(ckpt: dict[str, Any]) -> Any:

@@ -26,7 +26,8 @@ class MNISTCNN(nn.Module):
 
     Inputs are in [0, 1] and normalised inside ``forward`` with ``mean``/``std`` (MNIST's by default), as
     the reference normalised its training data.  Unlike the reference, whose counterfactual loop fed
-    un-normalised decoder outputs to this network (a quirk, spec §1.5), cflight always normalises.
+    un-normalised decoder outputs to this network (a quirk, spec §1.5), cflight normalises every input, the
+    counterfactuals' too; ``mean=0, std=1`` reproduces the reference's loop (a network then sees raw [0, 1]).
 
     :param in_channels: image channels.
     :param image_size: ``H`` or ``(H, W)``; each must be divisible by 4.
