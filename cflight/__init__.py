@@ -25,8 +25,8 @@ Names exported here, by group (each is also importable from the submodule named 
   :class:`IndexTargets`, :class:`LabelValues`;
 * networks [``cflight.models``]: :func:`load_net` (any cflight weight file), :func:`export_net`,
   :func:`load_guided_diffusion` (published ADM UNets), :func:`load_official_diffae` (the official Diff-AE),
-  :class:`LatentGenerator` (your own encoder/decoder in the latent-method protocol), :class:`GANManifold` (a GAN with projection by optimisation),
-  :class:`Acceleration` (GPU speed options);
+  :class:`LatentGenerator` (your own encoder/decoder in the latent-method protocol), :class:`GANManifold`
+  (a GAN with projection by optimisation), :class:`Acceleration` (GPU speed options);
 * Lightning [``cflight.lit``]: :class:`ExplainModule`, :class:`CounterfactualWriter`,
   :func:`export_checkpoint`;
 * evaluation [``cflight.metrics``, ``cflight.attribution``]: :class:`Validity`, :class:`OracleValidity`,
