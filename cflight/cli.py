@@ -2,6 +2,7 @@
 
     cflight fit -c configs/train/classifier_mnist.yaml
     cflight predict -c configs/explain/latent_attack_mnist.yaml
+    cflight benchmark -c configs/benchmark/mnist_all_methods.yaml   (cflight.benchmark: several methods, one table)
 """
 from __future__ import annotations
 
@@ -228,6 +229,15 @@ def main(args: list[str] | None = None) -> None:
     """
     os.environ.setdefault("WANDB_SILENT", "true")
     argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["benchmark"]:  # not a LightningCLI subcommand: several predict jobs and one table
+        from cflight.benchmark.runner import main as benchmark_main
+
+        try:
+            benchmark_main(argv[1:])
+        except (ConfigError, BadInputError) as err:
+            print(f"cflight: error: {_error_line(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
     subcommand = next((a for a in argv if a in CflightCLI.subcommands()), None)
     config = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a in ("-c", "--config")), None)
     try:

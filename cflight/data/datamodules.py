@@ -364,9 +364,45 @@ class SquaresDataModule(ImageDataModule):
 
 
 class FolderDataModule(ImageDataModule):
-    """Images from disk (:class:`cflight.data.ImageFolderDataset`). With ``partition_file`` the splits come
-    from it; otherwise seeded ``test_size`` and ``val_size`` parts of the whole folder are held out (indices
-    stay those of the whole folder)."""
+    """Your own images from a folder on disk; each sub-folder (root/<class name>/) becomes one class.
+
+    The images are read by :class:`cflight.data.ImageFolderDataset`.
+
+    A folder of class sub-folders (``root/<class name>/*.png``) gives labelled images: each sub-folder is one
+    class, numbered in sorted order of the sub-folder names, and those names are the class names that every
+    output of an explanation job shows (results.csv, gallery captions, global_attribution.json), when the
+    explained classifier has one output per sub-folder and the job sets no ``class_names``. A folder of
+    image files without sub-folders gives unlabelled images. With ``partition_file`` the splits come from that
+    file; otherwise seeded ``test_size`` and ``val_size`` parts of the whole folder are held out, and a
+    sample's ``index`` is its position in the whole folder (sorted by class, then file name). An explanation
+    job's results.csv also gets a ``path`` column: each image's file path relative to ``root``.
+
+    For small folders, training lowers the trainer's ``log_every_n_steps`` to the number of training batches
+    (so each epoch logs at least once, without Lightning's warning about the logging interval).
+
+    Args:
+        root: The image folder (class sub-folders, or image files).
+        annotations: Optional table of per-file columns (CSV or CelebA's format), relative to ``root``; see
+            :class:`cflight.data.ImageFolderDataset`.
+        label_column: The annotation column holding the class (instead of the sub-folders).
+        target_column: The annotation column holding a regression target.
+        descriptor_columns: The annotation columns used as descriptors (default: every other numeric one).
+        partition_file: Optional CelebA-style file assigning each image to train (0), val (1) or test (2).
+        image_size: The square side images are resized and centre-cropped to (``None`` keeps the files' size;
+            all images must then share it).
+        crop_size: An optional centre crop applied before resizing.
+        channels: The channels the images are read with: 1 (grey) or 3 (RGB).
+        test_size: The fraction (< 1) or count of the folder held out for testing (the default split that an
+            explanation job explains).
+        batch_size: The batch size of every loader.
+        num_workers: The number of DataLoader worker processes.
+        val_size: The fraction (< 1) or count of the rest held out for validation.
+        seed: The seed of the split (keep it the same for every model trained on one folder, so no model has
+            trained on the images that are explained) and of the training shuffle.
+        predict_split: The split an explanation job explains: "train", "val" or "test".
+        predict_limit: Explain only the first ``predict_limit`` images of that split.
+        poison: Blend a watermark into a share of one class (see :class:`ImageDataModule`).
+    """
 
     def __init__(
         self,
@@ -391,7 +427,8 @@ class FolderDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, val_size, seed, predict_split, predict_limit, poison)
         if not Path(root).is_dir():
             raise FileNotFoundError(
-                f"image folder '{root}' does not exist; put your images there or pass root="
+                f"image folder '{root}' does not exist; put your images there or pass root=<the folder "
+                "that holds them> (data.init_args.root in the config)"
             )
         if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or test_size < 0:
             raise ValueError(f"test_size must be a fraction in [0, 1) or a count >= 1, got {test_size!r}")
@@ -414,6 +451,61 @@ class FolderDataModule(ImageDataModule):
         super().setup(stage)
         for dataset in self._datasets.values():
             base_dataset(dataset).on_unreadable = "skip" if stage == "predict" else "raise"
+        trainer = getattr(self, "trainer", None)
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        if module is not None and stage == "fit":
+            self._check_classes(module)
+            self._fit_log_interval(trainer)
+        if module is not None and stage == "predict":
+            self._hand_over(module)
+
+    @property
+    def sample_paths(self) -> list[str]:
+        """File path relative to ``root`` of each image of the predict split's dataset, by ``index``."""
+        return self._reference.relative_paths
+
+    @staticmethod
+    def _matches(outputs: Any, names: list[str] | None) -> bool | None:
+        """Whether a classifier's ``outputs`` fit the folder's classes (one logit fits two); ``None``: not
+        known."""
+        if not names or not isinstance(outputs, int) or isinstance(outputs, bool) or outputs < 1:
+            return None
+        return outputs == len(names) or (outputs == 1 and len(names) == 2)
+
+    def _check_classes(self, module: Any) -> None:
+        """Training a classifier with another number of outputs than the folder has classes fails here, in one
+        line (not with an index error deep in the loss)."""
+        names = getattr(base_dataset(self.dataset("train")), "class_names", None)
+        outputs = getattr(module, "num_classes", None)
+        if self._matches(outputs, names) is False:
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            raise BadInputError(f"the folder '{self.kwargs['root']}' has {len(names)} classes ({shown}) but the "
+                                f"classifier has {outputs} outputs; set num_classes: {len(names)} in the model's "
+                                "net_kwargs")
+
+    def _hand_over(self, module: Any) -> None:
+        """An explanation job's outputs name the folder's classes (where the job sets no ``class_names``) and
+        record each image's file path (``sample_paths``, read by the writer for results.csv)."""
+        if not hasattr(module, "class_names"):
+            return
+        # only when the explained model's outputs are the folder's classes (a 1000-class model explained on a
+        # folder of two sub-folders keeps its class numbers)
+        outputs = getattr(getattr(module, "model", None), "num_classes", None)
+        if module.class_names is None and self._matches(outputs, self.class_names) \
+                and getattr(module, "task", "classification") == "classification":
+            module.class_names = list(self.class_names)
+        module.sample_paths = self.sample_paths
+
+    def _fit_log_interval(self, trainer: Any) -> None:
+        """Lower ``log_every_n_steps`` to the number of training batches when an epoch has fewer."""
+        n_batches = -(-len(self.dataset("train")) // self.batch_size)
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            n_batches = min(n_batches, limit)
+        elif isinstance(limit, float) and limit < 1:
+            n_batches = max(1, int(n_batches * limit))
+        if 0 < n_batches < trainer.log_every_n_steps:
+            trainer.log_every_n_steps = n_batches
 
     def _make(self, split: str) -> Dataset | None:
         if self.partition_file is not None:

@@ -127,7 +127,8 @@ class ImageFolderDataset(Dataset):
         self._warned: set[str] = set()
         if not self.root.is_dir():
             raise MissingInputError(
-                f"image folder '{self.root}' does not exist; put your images there or pass root="
+                f"image folder '{self.root}' does not exist; put your images there or pass root=<the folder "
+                "that holds them>"
             )
         self.resize_to = _checks.optional_size("image_size", image_size)
         self.crop_size = _checks.optional_size("crop_size", crop_size)
@@ -265,6 +266,13 @@ class ImageFolderDataset(Dataset):
             self.targets = [self.targets[k] for k in keep]
         if self.descriptor_values is not None:
             self.descriptor_values = self.descriptor_values[keep]
+
+    @property
+    def relative_paths(self) -> list[str]:
+        """Each image's file path relative to ``root`` (``/``-separated), in index order: what results.csv
+        records in its ``path`` column."""
+        return [p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else str(p)
+                for p in self.files]
 
     def __len__(self) -> int:
         return len(self.files)

@@ -14,6 +14,8 @@ from cflight.lit.shards import SLOT
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
 from cflight.methods.compare import MethodComparison
+from cflight.metrics.cost import EvaluationCounter, find_networks
+from cflight.metrics.distances import image_distances
 from cflight.models.registry import load_net
 from cflight.targets import RECONSTRUCTION_LOGITS, FixedClass, SecondMostLikely, TargetPolicy
 from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, CounterfactualOutput, RegressionTarget, Target
@@ -64,6 +66,12 @@ class ExplainModule(LightningModule):
     Skipped rows (the policy's ``keep`` is False, or the reconstruction filter drops them) never reach the
     method nor the writer; :attr:`skipped` counts them per reason on this process and
     :meth:`skipped_counts` sums them over processes (logged as ``explain/skipped/<reason>`` at the end).
+
+    Cost (:meth:`cost_summary`): each method call runs inside an :class:`~cflight.metrics.EvaluationCounter`
+    over the explained model (``"model"``) and every network the method holds (:meth:`cost_networks`: its
+    generator, denoiser, robust model …; the oracle, descriptor model and the job's own scoring passes are
+    not part of the method and not counted), so the writer reports network evaluations, time and peak
+    memory per explained row.
 
     Regressors: with a regression policy (:class:`~cflight.targets.FixedValue`,
     :class:`~cflight.targets.SquaresMirror`, :class:`~cflight.targets.SeveralValues`) ``model`` is a
@@ -129,6 +137,8 @@ class ExplainModule(LightningModule):
         # the writer reads these names (primary first) for per-method columns, metrics and FID.
         self.method_names = method.names if isinstance(method, MethodComparison) else []
         self.skip_indices: set[int] = set()
+        self._cost: EvaluationCounter | None = None
+        self._cost_rows = 0
         self.save_hyperparameters(ignore=["method", "model", "target_policy", "descriptors", "oracle"])
 
     @property
@@ -150,6 +160,7 @@ class ExplainModule(LightningModule):
         self.model.eval()
         self.method.eval()
         self.skipped = {}
+        self._cost, self._cost_rows = EvaluationCounter(self.cost_networks(), device=self.device), 0
 
     def on_predict_end(self) -> None:
         counts = self.skipped_counts()
@@ -165,6 +176,40 @@ class ExplainModule(LightningModule):
         strategy = getattr(getattr(self, "_trainer", None), "strategy", None)
         total = strategy.reduce(local, reduce_op="sum") if strategy is not None else local
         return {r: int(v) for r, v in zip(reasons, total.tolist()) if v}
+
+    def cost_networks(self) -> dict[str, nn.Module]:
+        """The networks a method call evaluates, by name: ``"model"`` (the explained one) and the method's own
+        (:func:`~cflight.metrics.cost.find_networks`; a comparison's under ``"<method name>.<network>"``)."""
+        nets = {"model": self.model}
+        if isinstance(self.method, MethodComparison):
+            for name, m in zip(self.method.names, self.method.methods):
+                nets.update(find_networks(m, f"{name}."))
+        else:
+            nets.update(find_networks(self.method))
+        return nets
+
+    def cost_summary(self) -> dict[str, Any]:
+        """This run's method cost summed over every process (collective under DDP: every rank calls it).
+
+        ``rows`` explained here, ``method_seconds`` (summed over processes), ``counts`` ``{network:
+        {forward_calls, forward_samples, backward_calls, backward_samples}}``, ``peak_memory_mb`` (the largest
+        of any process) and ``peak_memory_source`` (``"cuda_max_memory_allocated"`` on a GPU, else
+        ``"process_max_rss"``: the whole process's peak resident memory, an upper bound)."""
+        counter = self._cost or EvaluationCounter(self.cost_networks(), device=self.device)
+        names = list(counter.counts)
+        fields = ("forward_calls", "forward_samples", "backward_calls", "backward_samples")
+        # one float64 vector per process on the module's device: NCCL rejects CPU tensors
+        local = torch.tensor([float(self._cost_rows), counter.seconds,
+                              *[float(getattr(counter.counts[n], f)) for n in names for f in fields]],
+                             dtype=torch.float64, device=self.device)
+        peak = torch.tensor(counter.peak_memory_mb, dtype=torch.float64, device=self.device)
+        strategy = getattr(getattr(self, "_trainer", None), "strategy", None)
+        if strategy is not None:
+            local, peak = strategy.reduce(local, reduce_op="sum"), strategy.reduce(peak, reduce_op="max")
+        values = local.tolist()
+        counts = {n: {f: int(values[2 + 4 * i + j]) for j, f in enumerate(fields)} for i, n in enumerate(names)}
+        return {"rows": int(values[0]), "method_seconds": float(values[1]), "counts": counts,
+                "peak_memory_mb": float(peak), "peak_memory_source": counter.memory_source}
 
     def _skip(self, reason: str, rows: Tensor) -> None:
         n = int(rows.sum())
@@ -233,7 +278,11 @@ class ExplainModule(LightningModule):
         sel = keep.nonzero().squeeze(1)
         x, index, logits, target = x[sel], index[sel], logits[sel], target.select(sel)
         sub = {key: v[sel] for key, v in sub.items()}
-        out = self.method(x, target, self.model, index=index, pred=logits)
+        if self._cost is None:  # predict_step called outside a predict loop
+            self._cost = EvaluationCounter(self.cost_networks(), device=self.device)
+        with self._cost:
+            out = self.method(x, target, self.model, index=index, pred=logits)
+        self._cost_rows += len(index)
         mask = sub.get(MASK)
         result = {"index": index, "image": x, "logits": logits, **self._target_columns(logits, target),
                   **self._score(out, x, target, mask)}
@@ -281,6 +330,9 @@ class ExplainModule(LightningModule):
         scores = {"x_cf": out.x_cf, "logits_cf": pred_cf, "success": out.success, "steps": out.steps,
                   "valid": Fn.target_reached(pred_cf, target),
                   "l1": Fn.l1_distance(out.x_cf, x), "l2": Fn.l2_distance(out.x_cf, x)}
+        # l1.5 (SVCE's threat model), l∞ and the share of changed pixel positions (sparsity), per row
+        extra = image_distances(x.detach().float(), x_cf.float())
+        scores.update(l1_5=extra["l1_5"], linf=extra["linf"], changed_fraction=extra["changed_fraction"])
         oracle = None if self.oracle is None else self.oracle(x_cf)
         if oracle is not None:
             scores["oracle_valid"] = Fn.decision_reached(oracle, target)  # its decision, not the search's τ

@@ -69,6 +69,15 @@ def results_rows(records: dict[str, Tensor], class_names: Sequence[str] | None =
     return rows
 
 
+def add_paths(rows: list[dict[str, Any]], paths: Sequence[str] | None) -> list[dict[str, Any]]:
+    """``rows`` with a ``path`` column after ``index``: ``paths[index]`` (a folder dataset's file paths relative
+    to its root, :attr:`cflight.data.FolderDataModule.sample_paths`); unchanged without ``paths``."""
+    if not paths:
+        return rows
+    return [{"index": row["index"], "path": paths[row["index"]] if 0 <= row["index"] < len(paths) else "",
+             **{k: v for k, v in row.items() if k != "index"}} for row in rows]
+
+
 def regression_rows(records: dict[str, Tensor], methods: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One dict per explained (image, target value) of a regressor (the columns of results.csv).
 
@@ -142,11 +151,13 @@ class CsvRows:
 METRIC_NAMES = {"valid": "validity", "success": "success_rate", "steps": "mean_steps", "l1": "mean_l1",
                 "l2": "mean_l2", "oracle_valid": "oracle_validity", "abs_error": "mae_to_target",
                 "abs_error_before": "mae_to_target_before", "oracle_abs_error": "oracle_mae",
-                "background_mae": "background_mae"}
+                "background_mae": "background_mae", "l1_5": "mean_l1_5", "linf": "mean_linf",
+                "changed_fraction": "sparsity"}
+DISTANCE_COLUMNS = ["l1_5", "linf", "changed_fraction"]  # cflight.metrics.image_distances, per row
 SUMMARY_COLUMNS = {
-    "classification": ["valid", "success", "steps", "l1", "l2", "oracle_valid"],
+    "classification": ["valid", "success", "steps", "l1", "l2", "oracle_valid", *DISTANCE_COLUMNS],
     "regression": ["valid", "success", "steps", "l1", "l2", "abs_error", "abs_error_before", "oracle_valid",
-                   "oracle_abs_error", "background_mae"],
+                   "oracle_abs_error", "background_mae", *DISTANCE_COLUMNS],
 }
 
 

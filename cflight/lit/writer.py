@@ -25,7 +25,7 @@ from cflight.lit.job_gallery import GalleryKind
 from cflight.lit.loggers import log_explanation, run_hint
 from cflight.lit.progress import install_progress_bar
 from cflight.lit.shards import IMAGE_KEYS, SLOT, UNREADABLE, row_shapes, shard_name, write_shard
-from cflight.metrics import FrechetDistance, PenultimateFeatures
+from cflight.metrics import MNAC, FrechetDistance, KernelDistance, PenultimateFeatures
 from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments, DifferenceMeans
 from cflight.models.registry import load_net
 from cflight.types import IMAGE
@@ -42,6 +42,29 @@ FID_NOTE = ("fid: Frechet distance between the fid_feature_net penultimate featu
             "and of the same fid_n explained originals (not a held-out set, not Inception features: compare only "
             "runs with the same feature net and n). With few images (n not much larger than the feature "
             "dimension) it is biased upward and noisy.")
+FID_PROTOCOL = ("fid_successful, kid_successful: ACE's protocol (Jeanneret et al. 2023): real = all fid_n explained "
+                "originals, counterfactuals = the fid_successful_n valid ones, in fid_feature_net's penultimate "
+                "features; KID as torchmetrics' KernelInceptionDistance (cubic kernel, kid_subsets subsets of "
+                "min(1000, set sizes)) in the same features. Compare only runs with the same feature net and n.")
+MNAC_PROTOCOL = ("mnac: mean number of the mnac_attributes model's attributes that differ between an explained "
+                 "original and its counterfactual, over the mnac_n valid counterfactuals (ACE's protocol, all "
+                 "attributes counted); {rule}. mnac_change_rate: the share of those counterfactuals changing each.")
+MNAC_STD_RULE = ("continuous attributes count as changed when |a(x') - a(x)| > {t:g} x their standard deviation "
+                 "over the explained originals (a project choice: no paper defines MNAC for continuous descriptors)")
+MNAC_BINARY_RULE = "an attribute counts as changed when its decision at {t:g} flips"
+DISTANCE_NOTE = ("mean_l1, mean_l1_5, mean_l2, mean_linf: unnormalised l_p norms of x' - x over all C*H*W values "
+                 "of an image in [0, 1], averaged over rows; sparsity: the mean share of pixel positions whose "
+                 "largest channel change exceeds 0.01 (lower is sparser; cflight.metrics.changed_fraction).")
+COST_NOTE = ("seconds_per_image: the job's wall time (first batch to last shard) / images computed in this run. "
+             "method_seconds_per_image: time inside the method's calls, summed over processes, / the rows they "
+             "explained (cost_rows). evaluations_per_image: batch rows through each network's forward (a call of "
+             "forward, decode or encode) and backward per explained row, inside the method's calls only (not the "
+             "job's scoring of the results, nor the oracle, descriptor or feature nets); evaluation_calls: the "
+             "calls themselves. peak_memory_mb: see peak_memory_source (cuda_max_memory_allocated on a GPU; on "
+             "the CPU process_peak_rss_in_blocks, the whole process's resident memory with its peak reset when "
+             "each method call starts (Linux), or process_max_rss, its peak since the process started, an upper "
+             "bound). All cover only the rows "
+             "computed in this run (cost_covers), not rows resumed from earlier shards.")
 
 
 class CounterfactualWriter(BasePredictionWriter):
@@ -85,11 +108,25 @@ class CounterfactualWriter(BasePredictionWriter):
         save_images: also write each original and counterfactual as PNG under ``images/`` (browsable).
         on_mismatch: ``"error"`` or ``"new"`` when ``output_dir`` holds another job's shards.
         min_free_mb: refuse to start when the output filesystem has less free space than this.
+        mnac_attributes: an oracle attribute / descriptor model (module or descriptor checkpoint path, e.g.
+            :class:`~cflight.models.descriptors.MorphometricDescriptors` on MNIST) for ``mnac``
+            (:class:`~cflight.metrics.MNAC`); ``None``: no MNAC.
+        mnac_threshold: binary attributes (probabilities): changed when the decision at this value flips;
+            ``None`` (default): continuous attributes, see ``mnac_std_threshold``.
+        mnac_std_threshold: continuous attributes count as changed above this many standard deviations (over
+            the explained originals).
+        kid_subsets: KID subsets (with ``fid_feature_net``).
+
+    metrics.json also holds the method's cost (:meth:`ExplainModule.cost_summary
+    <cflight.lit.ExplainModule.cost_summary>`: ``evaluations_per_image``, ``method_seconds_per_image``,
+    ``peak_memory_mb``, see ``cost_note``), ``skipped`` rows per reason and the protocols of its metrics.
     """
 
     def __init__(self, output_dir: str = "outputs/explain", gallery_size: int = 16,
                  fid_feature_net: nn.Module | str | None = None, image_format: str = "uint8",
-                 save_images: bool = False, on_mismatch: str = "error", min_free_mb: float = 64.0) -> None:
+                 save_images: bool = False, on_mismatch: str = "error", min_free_mb: float = 64.0,
+                 mnac_attributes: nn.Module | str | None = None, mnac_threshold: float | None = None,
+                 mnac_std_threshold: float = 0.5, kid_subsets: int = 100) -> None:
         super().__init__(write_interval="batch")
         if gallery_size < 0:
             raise ValueError(f"gallery_size must be >= 0, got {gallery_size}")
@@ -109,6 +146,16 @@ class CounterfactualWriter(BasePredictionWriter):
         elif fid_feature_net is not None:
             self.fid_source = type(fid_feature_net).__name__
         self.fid_features = None if fid_feature_net is None else PenultimateFeatures(fid_feature_net)
+        self.mnac_source: str | None = None
+        if isinstance(mnac_attributes, str):
+            self.mnac_source, mnac_attributes = mnac_attributes, load_net(mnac_attributes, expected_kind="descriptor")
+        elif mnac_attributes is not None:
+            self.mnac_source = type(mnac_attributes).__name__
+        self.mnac_attributes = None if mnac_attributes is None else mnac_attributes.eval().requires_grad_(False)
+        if mnac_std_threshold < 0 or kid_subsets < 1:
+            raise ValueError(f"mnac_std_threshold must be >= 0 and kid_subsets >= 1, got {mnac_std_threshold}, "
+                             f"{kid_subsets}")
+        self.mnac_threshold, self.mnac_std_threshold, self.kid_subsets = mnac_threshold, mnac_std_threshold, kid_subsets
         self._fid_checked = False
         self._start = 0.0
         self._computed = 0
@@ -179,9 +226,13 @@ class CounterfactualWriter(BasePredictionWriter):
         # Collectives take tensors on the module's device: NCCL rejects CPU tensors.
         count = torch.tensor(float(self._computed), device=device)
         computed = int(trainer.strategy.reduce(count, reduce_op="sum"))
+        # collectives (every rank, in this order): this run's method cost and the rows the module skipped
+        cost = pl_module.cost_summary() if callable(getattr(pl_module, "cost_summary", None)) else None
+        skipped = pl_module.skipped_counts() if callable(getattr(pl_module, "skipped_counts", None)) else None
         trainer.strategy.barrier("cflight-writer")
         plan = make_plan(self.job.infos())
         reduced = self.reduce(plan, pl_module, trainer.global_rank, trainer.world_size, device)
+        reduced.update(cost=cost, skipped=skipped)
         if trainer.is_global_zero:
             self.job.create(self.config_text, is_global_zero=True, fingerprint=self._fingerprint)
             self.assemble(plan, reduced, pl_module, seconds, computed, trainer)
@@ -200,23 +251,47 @@ class CounterfactualWriter(BasePredictionWriter):
         summary = CounterfactualSummary(columns, max(len(methods), 1)).to(device)
         moments = DescriptorMoments(len(names)).to(device) if names else None
         fid_keys = {None: "x_cf", **{name: R.method_key(name, "x_cf") for name in methods[1:]}}
+        valid_keys = {None: "valid", **{name: R.method_key(name, "valid") for name in methods[1:]}}
         extractor = self.fid_features.to(device) if self.fid_features is not None else None
-        fids = ({m: FrechetDistance(_GivenFeatures(extractor.num_features), penultimate=False).to(device)
-                 for m in fid_keys} if extractor is not None else {})
+        given = None if extractor is None else _GivenFeatures(extractor.num_features)
+        # per method: FID of all counterfactuals, and ACE's FID/KID of the valid ones (real: all originals)
+        fids = ({m: FrechetDistance(given, penultimate=False).to(device) for m in fid_keys} if given else {})
+        fids_ok = ({m: FrechetDistance(given, penultimate=False).to(device) for m in fid_keys} if given else {})
+        kids = ({m: KernelDistance(given, subsets=self.kid_subsets, penultimate=False).to(device) for m in fid_keys}
+                if given else {})
+        attrs = self.mnac_attributes.to(device) if self.mnac_attributes is not None else None
+        attr_cache: list[tuple[Tensor, dict[str | None, Tensor], dict[str | None, Tensor]]] = []
         keys = ["target_class", *[R.method_key(n, k) if i else k for i, n in enumerate(methods or [None])
                                   for k in columns]]
         keys += ["descriptors_before"] if names else []
-        keys += [IMAGE, *fid_keys.values()] if fids else []
+        keys += [IMAGE, "index", *fid_keys.values(), *valid_keys.values()] if fids or attrs is not None else []
         for records in iter_share(plan, keys, rank, world_size):
             summary.update(R.method_columns(records, methods, columns), records["target_class"])
             if moments is not None:
                 moments.update(records["descriptors_before"])
             for start in range(0, len(records["target_class"]) if fids else 0, FID_BATCH):
-                real = extractor(records[IMAGE][start:start + FID_BATCH].to(device))
+                part = slice(start, start + FID_BATCH)
+                real = extractor(records[IMAGE][part].to(device))
+                index = records["index"][part].to(device)
                 for m, key in fid_keys.items():
+                    fake = extractor(records[key][part].to(device))
+                    ok = records[valid_keys[m]][part].to(device).bool()
                     fids[m].update(real, real=True)
-                    fids[m].update(extractor(records[key][start:start + FID_BATCH].to(device)), real=False)
-        out: dict[str, Any] = {"summary": _quiet_compute(summary), "fid": {m: _compute_fid(f) for m, f in fids.items()}}
+                    fids[m].update(fake, real=False)
+                    fids_ok[m].update(real, real=True)
+                    fids_ok[m].update(fake[ok], real=False)
+                    kids[m].update(real, real=True, index=index)
+                    kids[m].update(fake[ok], real=False, index=index[ok])
+            if attrs is not None:  # small [N, K] values, kept until the originals' spread is known
+                with torch.no_grad():
+                    before = attrs(records[IMAGE].to(device)).double()
+                    after = {m: attrs(records[key].to(device)).double() for m, key in fid_keys.items()}
+                attr_cache.append((before, after, {m: records[k].to(device).bool() for m, k in valid_keys.items()}))
+        out: dict[str, Any] = {"summary": _quiet_compute(summary), "fid": {m: _compute_fid(f) for m, f in fids.items()},
+                               "fid_successful": {m: _compute_fid(f) for m, f in fids_ok.items()},
+                               "kid_successful": {m: _compute_kid(k) for m, k in kids.items()}}
+        if attrs is not None:
+            out["mnac"] = self._mnac(attr_cache, list(fid_keys), device)
         slots = int(getattr(getattr(pl_module, "target_policy", None), "targets_per_image", 1))
         if slots > 1 and plan.n_rows:
             out["difference_by_target"] = self._difference_by_target(plan, slots, rank, world_size, device)
@@ -226,6 +301,28 @@ class CounterfactualWriter(BasePredictionWriter):
             out["std"] = stats["std"].cpu() if standardize else None
             out["attribution"] = self._attribution(plan, names, out["std"], int(out["summary"]["max_target"]),
                                                    rank, world_size, device, getattr(pl_module, "task", ""))
+        return out
+
+    def _mnac(self, cache: list[tuple[Tensor, dict[str | None, Tensor], dict[str | None, Tensor]]],
+              methods: list[str | None], device: torch.device) -> dict[str | None, dict[str, Any]]:
+        """MNAC of each method over its valid rows (collective: the originals' spread, then the counts)."""
+        local = cache[0][0].shape[1] if cache else 0
+        # a process without rows learns K from the others: every process builds states of one shape
+        width = max(int(_reduce_max(torch.tensor(float(local), device=device))), 1)
+        spread = DescriptorMoments(width).to(device)
+        for before, _, _ in cache:
+            spread.update(before)
+        std = _quiet_compute(spread)["std"].cpu() if self.mnac_threshold is None else None
+        threshold = 0.5 if self.mnac_threshold is None else self.mnac_threshold
+        out: dict[str | None, dict[str, Any]] = {}
+        for m in methods:
+            metric = MNAC(width, threshold=threshold, std=std, std_threshold=self.mnac_std_threshold).to(device)
+            for before, after, ok in cache:
+                metric.update(before[ok[m]], after[m][ok[m]])
+            result = _quiet_compute(metric)
+            n = int(result["n"])
+            out[m] = {"mnac": float(result["mnac"]) if n else None, "n": n,
+                      "change_rate": [round(float(v), 6) for v in result["change_rate"]] if n else None}
         return out
 
     @staticmethod
@@ -245,11 +342,13 @@ class CounterfactualWriter(BasePredictionWriter):
         no classes: they aggregate overall and per direction of the change (increase / decrease)."""
         width = kept_rows(plan, 0, ["logits"])["logits"].shape[1] if plan.n_rows else 1
         metric = GlobalAttribution(len(names), max(width, 2, max_target + 1)).to(device)
-        for records in iter_share(plan, ["descriptor_delta", "direction", "logits", "target_class"], rank, world_size):
+        keys = ["descriptor_delta", "direction", "logits", "target_class", "global_include"]
+        for records in iter_share(plan, keys, rank, world_size):
             target = records["target_class"].long()
             source = torch.zeros_like(target) if task == "regression" else R.source_class(records["logits"])
+            include = records.get("global_include")  # ExplainModule(global_rows=...): the rows that count
             metric.update(R.descriptor_scores(records, std).to(device), records["direction"].to(device),
-                          source.to(device), target.to(device))
+                          source.to(device), target.to(device), None if include is None else include.to(device))
         result = _quiet_compute(metric)
         return {k: v.cpu() for k, v in result.items()} if plan.n_rows else None
 
@@ -275,6 +374,7 @@ class CounterfactualWriter(BasePredictionWriter):
         def load(i: int) -> list[tuple[int, dict[str, Any], int, int]]:
             records = kept_rows(plan, i, scalar_keys)
             rows = R.regression_rows(records, methods) if regression else R.results_rows(records, class_names, methods)
+            rows = R.add_paths(rows, getattr(pl_module, "sample_paths", None))  # folder data: file per row
             if names and "descriptor_delta" in records:
                 for row, text in zip(rows, R.top_changes(R.descriptor_scores(records, reduced.get("std")), names)):
                     row["top_changes"] = text
@@ -303,8 +403,16 @@ class CounterfactualWriter(BasePredictionWriter):
         columns = list(getattr(pl_module, "summary_columns", R.SUMMARY_COLUMNS["classification"]))
         metrics = R.summary_metrics(summary, columns, medians, seconds, computed, methods)
         metrics.update(fingerprint=self._fingerprint, unreadable=int(len(plan.unreadable)))
+        if "sparsity" in metrics:
+            metrics["distance_note"] = DISTANCE_NOTE
+        if reduced.get("skipped") is not None:
+            metrics["skipped"] = dict(reduced["skipped"])
+        if reduced.get("cost") is not None:
+            metrics.update(cost_metrics(reduced["cost"]))
         if self.fid_features is not None and metrics["n"]:
-            self._add_fid(metrics, reduced["fid"], methods)
+            self._add_fid(metrics, reduced, methods)
+        if reduced.get("mnac") is not None and metrics["n"]:
+            self._add_mnac(metrics, reduced["mnac"], methods)
         summary_json, chart = None, None
         if reduced.get("attribution") is not None:
             summary_json = summarise(reduced["attribution"], names, class_names)
@@ -344,10 +452,33 @@ class CounterfactualWriter(BasePredictionWriter):
             return []
         return [k for k, shape in row_shapes(plan.paths[first]).items() if len(shape) <= 2]
 
-    def _add_fid(self, metrics: dict[str, Any], fid: dict[str | None, float | None], methods: Sequence[str]) -> None:
-        metrics.update(fid=fid[None], fid_n=metrics["n"], fid_feature_net=self.fid_source, fid_note=FID_NOTE)
+    def _add_fid(self, metrics: dict[str, Any], reduced: dict[str, Any], methods: Sequence[str]) -> None:
+        fid, ok, kid = reduced["fid"], reduced["fid_successful"], reduced["kid_successful"]
+
+        def realism(m: str | None, validity: float | None, n: int) -> dict[str, Any]:
+            k = kid[m] or {}
+            return {"fid_successful": ok[m], "fid_successful_n": int(round((validity or 0.0) * n)),
+                    "kid_successful": k.get("kid"), "kid_successful_std": k.get("kid_std")}
+
+        metrics.update(fid=fid[None], fid_n=metrics["n"], fid_feature_net=self.fid_source, fid_note=FID_NOTE,
+                       **realism(None, metrics.get("validity"), metrics["n"]), kid_subsets=self.kid_subsets,
+                       fid_protocol=FID_PROTOCOL)
         for k, name in enumerate(methods):
-            metrics["methods"][name]["fid"] = fid[None if k == 0 else name]
+            m = None if k == 0 else name
+            metrics["methods"][name].update(fid=fid[m], **realism(m, metrics["methods"][name].get("validity"),
+                                                                   metrics["n"]))
+
+    def _add_mnac(self, metrics: dict[str, Any], mnac: dict[str | None, dict[str, Any]], methods: Sequence[str]) -> None:
+        rule = (MNAC_STD_RULE.format(t=self.mnac_std_threshold) if self.mnac_threshold is None
+                else MNAC_BINARY_RULE.format(t=self.mnac_threshold))
+        names = list(getattr(self.mnac_attributes, "names", []) or [])
+        metrics.update(mnac=mnac[None]["mnac"], mnac_n=mnac[None]["n"], mnac_attributes=self.mnac_source,
+                       mnac_change_rate=(dict(zip(names, mnac[None]["change_rate"])) if names and
+                                         mnac[None]["change_rate"] else mnac[None]["change_rate"]),
+                       mnac_protocol=MNAC_PROTOCOL.format(rule=rule))
+        for k, name in enumerate(methods):
+            m = mnac[None if k == 0 else name]
+            metrics["methods"][name].update(mnac=m["mnac"], mnac_n=m["n"])
 
     def _save_pngs(self, rows: dict[str, Tensor]) -> None:
         from PIL import Image
@@ -443,6 +574,42 @@ def _compute_fid(metric: FrechetDistance) -> float | None:
         return max(float(_quiet_compute(metric)), 0.0)  # ≥ 0 exactly; identical sets give round-off of ±1e-8
     except ValueError:  # < 2 images on a side; the reduced counts agree on every process
         return None
+
+
+def _compute_kid(metric: KernelDistance) -> dict[str, float] | None:
+    try:
+        result = _quiet_compute(metric)
+    except ValueError:  # < 2 images on a side (every process sees the same reduced sizes)
+        return None
+    return {"kid": float(result["kid"]), "kid_std": float(result["kid_std"]), "subset_size": int(result["subset_size"])}
+
+
+def _reduce_max(value: Tensor) -> Tensor:
+    """The largest ``value`` over all processes (a collective when torch.distributed runs; else itself)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        value = value.clone()
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return value
+
+
+def cost_metrics(cost: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's cost keys from :meth:`ExplainModule.cost_summary` (per explained row of this run)."""
+    rows = int(cost["rows"])
+
+    def per(v: float) -> float | None:
+        return round(v / rows, 6) if rows else None
+
+    counts = cost["counts"]
+    per_image = {name: {"forward": per(c["forward_samples"]), "backward": per(c["backward_samples"])}
+                 for name, c in counts.items()}
+    total = sum(c["forward_samples"] + c["backward_samples"] for c in counts.values())
+    return {"cost_rows": rows, "cost_covers": "rows computed in this run only (computed_this_run), not rows "
+            "resumed from earlier shards", "method_seconds_per_image": per(cost["method_seconds"]),
+            "evaluations_per_image": per_image, "evaluations_per_image_total": per(total),
+            "evaluation_calls": {name: {"forward": c["forward_calls"], "backward": c["backward_calls"]}
+                                 for name, c in counts.items()},
+            "peak_memory_mb": round(float(cost["peak_memory_mb"]), 1), "peak_memory_source": cost["peak_memory_source"],
+            "cost_note": COST_NOTE}
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

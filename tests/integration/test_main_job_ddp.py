@@ -37,13 +37,21 @@ def _same(one, two):
     rows2, m2, g2 = two
     assert [int(r["index"]) for r in rows2] == list(range(N)), "every image exactly once"
     for a, b in zip(rows1, rows2):
-        for key in ("prediction", "target", "cf_prediction", "valid", "steps", "top_changes"):
+        for key in ("prediction", "target", "cf_prediction", "valid", "steps"):
             assert a[key] == b[key], (key, a, b)
+        # same descriptors in the same order; values to float noise (another batch composition runs the
+        # convolutions over other rows, and τ = 0.999's ~60 Adam steps carry the last bits into the third decimal)
+        changes = [[c.rsplit(" ", 1) for c in r["top_changes"].split("; ")] for r in (a, b)]
+        assert [n for n, _ in changes[0]] == [n for n, _ in changes[1]], (a, b)
+        for (_, v1), (_, v2) in zip(*changes):
+            assert float(v2) == pytest.approx(float(v1), rel=1e-3, abs=2e-3), (a, b)
         assert float(a["l1"]) == pytest.approx(float(b["l1"]), rel=1e-4)
     for key in ("n", "validity", "success_rate", "median_steps", "fingerprint"):
         assert m1[key] == m2[key], key
     assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-6)
-    assert g2["n"] == g1["n"] == N
+    # the global mean covers the valid counterfactuals (global_rows="valid"; an exactly zero gradient, which
+    # that rule also drops, does not occur with these networks)
+    assert g2["n"] == g1["n"] == sum(r["valid"] == "True" for r in rows1) >= 0.9 * N
     assert [d["descriptor"] for d in g2["overall"]] == [d["descriptor"] for d in g1["overall"]]
     for d1, d2 in zip(g1["overall"], g2["overall"]):
         assert d2["score"] == pytest.approx(d1["score"], rel=1e-6, abs=1e-9)

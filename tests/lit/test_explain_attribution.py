@@ -24,9 +24,9 @@ class PixelMeans(nn.Module):
         return torch.stack([x[:, :, :2].mean((1, 2, 3)), x[:, :, 2:].mean((1, 2, 3))], dim=1)
 
 
-def _run(tmp_path, **kw):
+def _run(tmp_path, max_steps=200, **kw):
     gen = LinearDecoder()
-    module = ExplainModule(LatentAttack(gen, lr=0.05, max_steps=200), LinearClassifier(num_classes=3), **kw)
+    module = ExplainModule(LatentAttack(gen, lr=0.05, max_steps=max_steps), LinearClassifier(num_classes=3), **kw)
     trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, callbacks=[CounterfactualWriter(str(tmp_path / "job"), image_format="float32")])
     trainer.predict(module, DataLoader(TinyDicts(8), batch_size=3), return_predictions=False)
@@ -37,7 +37,9 @@ def _run(tmp_path, **kw):
 def test_image_space_attribution_outputs(tmp_path, standardize):
     job, _ = _run(tmp_path, descriptors=PixelMeans(), standardize_descriptors=standardize)
     summary = json.load(open(job / "global_attribution.json"))
-    assert summary["n"] == 8 and {e["descriptor"] for e in summary["overall"]} == {"top", "bottom"}
+    included = int(_rows(job)["global_include"].sum())  # the default rule: the valid counterfactuals
+    assert included == 8 and summary["n"] == included
+    assert {e["descriptor"] for e in summary["overall"]} == {"top", "bottom"}
     assert summary["standardized"] is standardize
     assert (job / "global_attribution.png").stat().st_size > 0
     rows = list(csv.DictReader(open(job / "results.csv")))
@@ -78,6 +80,22 @@ def test_global_include_column_follows_the_rule(tmp_path, rule):
     assert torch.equal(rec["global_include"], global_rows(rec["valid"], rec["zero_grad"], rule))
     if rule == "all":
         assert rec["global_include"].all()
+
+
+def test_global_attribution_counts_only_the_included_rows(tmp_path):
+    # 70 steps: some targets are not reached, so the default rule ("valid") leaves rows out and "all" does not
+    means = {}
+    for rule in ("valid", "all"):
+        job, _ = _run(tmp_path / rule, max_steps=70, descriptors=PixelMeans(), global_rows=rule)
+        rec, summary = _rows(job), json.load(open(job / "global_attribution.json"))
+        assert summary["n"] == int(rec["global_include"].sum()), rule
+        include = rec["global_include"]
+        signed = (PixelMeans()(rec["x_cf"]) - PixelMeans()(rec["reconstruction"])) * rec["direction"][:, None]
+        expected = signed[include].double().mean(0)
+        got = {e["descriptor"]: e["score"] for e in summary["overall"]}
+        assert [got["top"], got["bottom"]] == pytest.approx(expected.tolist(), abs=1e-4), rule
+        means[rule] = summary["n"]
+    assert means["all"] == 8 > means["valid"] > 0
 
 
 def test_zero_gradient_rows_leave_the_global_mean(tmp_path):

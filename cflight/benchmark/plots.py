@@ -1,0 +1,74 @@
+"""The benchmark's trade-off plots (matplotlib PNGs): validity vs l2, realism (FID) vs l2, time per image."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _points(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> list[tuple[str, float, float]]:
+    return [(r["method"], float(r[x]), float(r[y])) for r in rows if r.get(x) is not None and r.get(y) is not None]
+
+
+def scatter(rows: Sequence[Mapping[str, Any]], x: str, y: str, xlabel: str, ylabel: str, title: str,
+            path: str) -> str | None:
+    """One labelled point per method with both values; ``None`` (no file) when no method has both."""
+    points = _points(rows, x, y)
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, px, py in points:
+        ax.scatter([px], [py], s=40)
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def time_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | None:
+    """Seconds per image per method (horizontal bars, log scale when they span > 2 decades)."""
+    points = [(r["method"], float(r["seconds_per_image"])) for r in rows if r.get("seconds_per_image") is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(points) + 1.5))
+    names, values = zip(*points)
+    ax.barh(range(len(values)), values)
+    ax.set_yticks(range(len(values)), names, fontsize=8)
+    ax.invert_yaxis()
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        ax.set_xscale("log")
+    ax.set(xlabel="seconds per image (job wall time)", title="Time per image")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(rows: Sequence[Mapping[str, Any]], output_dir: str) -> dict[str, str]:
+    """``validity_vs_l2.png``, ``fid_vs_l2.png`` and ``time_per_image.png`` in ``output_dir`` (each where some
+    method has the values); returns the written paths by name."""
+    os.makedirs(output_dir, exist_ok=True)
+    made = {
+        "validity_vs_l2": scatter(rows, "l2", "validity", "mean l2 distance", "validity",
+                                  "Validity vs distance", os.path.join(output_dir, "validity_vs_l2.png")),
+        "fid_vs_l2": scatter(rows, "l2", "fid", "mean l2 distance", "FID of valid counterfactuals",
+                             "Realism vs distance", os.path.join(output_dir, "fid_vs_l2.png")),
+        "time_per_image": time_bars(rows, os.path.join(output_dir, "time_per_image.png")),
+    }
+    return {k: v for k, v in made.items() if v is not None}

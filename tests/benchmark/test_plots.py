@@ -1,0 +1,17 @@
+"""The benchmark's plots from constructed rows: PNG files where methods have the values, none where not."""
+from PIL import Image
+
+from cflight.benchmark.plots import plot_all
+
+
+def test_plots_are_pngs_and_skipped_without_values(tmp_path):
+    rows = [{"method": "a", "validity": 0.5, "l2": 1.0, "fid": 3.0, "seconds_per_image": 0.01},
+            {"method": "b", "validity": 1.0, "l2": 2.0, "fid": None, "seconds_per_image": 5.0}]
+    made = plot_all(rows, str(tmp_path))
+    assert sorted(made) == ["fid_vs_l2", "time_per_image", "validity_vs_l2"]
+    for path in made.values():
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size[0] > 100
+    none = plot_all([{"method": "c", "validity": 1.0, "l2": None, "fid": None, "seconds_per_image": None}],
+                    str(tmp_path / "empty"))
+    assert none == {} and not list((tmp_path / "empty").iterdir())
