@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cflight.methods import functional as Fn
 from cflight.viz.gallery import GalleryRow, difference_map
 
 def method_key(name: str, key: str) -> str:

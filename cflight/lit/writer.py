@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import time
 import warnings
@@ -19,7 +18,7 @@ from cflight.attribution.global_attribution import GlobalAttribution, summarise
 from cflight.lit import job_gallery as G
 from cflight.lit import results as R
 from cflight.lit.assembly import ShardPlan, iter_share, kept_rows, make_plan, rows_in_index_order
-from cflight.lit.fingerprint import describe_job, differences, fingerprint, first_dataset
+from cflight.lit.fingerprint import describe_job, fingerprint, first_dataset
 from cflight.lit.job import JobDirectory, JobMismatch
 from cflight.lit.job_gallery import GalleryKind
 from cflight.lit.loggers import log_explanation, run_hint
