@@ -30,6 +30,7 @@ FORMAT = 2
 # reconstruction, AC-RE's pre-inpainting image, its chain reconstruction and masks (all in [0, 1]).
 IMAGE_KEYS = ("image", "x_cf", "reconstruction", "pre_explanation", "chain_reconstruction", "change_mask",
               "inpaint_mask")
+SEQUENCE_KEYS = ("snapshots",)
 UNREADABLE = "unreadable"
 
 
@@ -66,7 +67,10 @@ def row_key(index: Tensor, slot: Tensor | None = None) -> Tensor:
 
 
 def is_image_key(key: str, value: Tensor) -> bool:
-    return key.rsplit("/", 1)[-1] in IMAGE_KEYS and value.ndim == 4
+    """Image columns (stored as uint8 when the writer asks): ``[B, C, H, W]`` images and ``[B, S, C, H, W]``
+    image sequences (:class:`~cflight.methods.LatentAttack`'s ``snapshots``)."""
+    name = key.rsplit("/", 1)[-1]
+    return (name in IMAGE_KEYS and value.ndim == 4) or (name in SEQUENCE_KEYS and value.ndim == 5)
 
 
 def _crc(t: Tensor) -> int:

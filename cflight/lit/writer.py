@@ -32,6 +32,7 @@ from cflight.validation import check_model_input
 from cflight.viz.attribution import attribution_bar_chart
 from cflight.viz.gallery import GalleryRow, difference_map, render_png, render_png_pages, to_uint8
 from cflight.viz.html import HtmlGallery
+from cflight.viz.progression import progression_strip
 
 __all__ = ["CounterfactualWriter", "JobMismatch", "shard_name"]
 
@@ -368,6 +369,7 @@ class CounterfactualWriter(BasePredictionWriter):
         html = HtmlGallery(os.path.join(out_dir, "gallery.html"), [], title=f"cflight: {os.path.basename(out_dir)}")
         html_rows = G.HtmlRows(html, kind)
         gallery: dict[int, tuple[dict[str, Any], dict[str, Tensor]]] = {}
+        where: dict[int, tuple[int, int]] = {}  # gallery row → (shard, kept position)
         scalar_keys = self._scalar_keys(plan)
 
         def load(i: int) -> list[tuple[int, dict[str, Any], int, int]]:
@@ -391,6 +393,7 @@ class CounterfactualWriter(BasePredictionWriter):
             html_rows.add(row, imgs)
             if key in gallery_keys:  # a copy: a view would keep its whole shard's images alive
                 gallery[key] = (row, {k: v.clone() for k, v in imgs.items()})
+                where[key] = (i, j)
             for m, name in enumerate(methods or [None]):
                 steps[m].append(row[R.method_key(name, "steps") if m else "steps"])
             if len(table) < table_rows:
@@ -433,6 +436,9 @@ class CounterfactualWriter(BasePredictionWriter):
         g_rows, g_columns = kind.cards(*G.stack(picked)) if picked else ([], [])
         header = self._gallery_header(metrics, g_rows, kind, n_images)
         pages = render_png_pages(g_rows, g_columns, os.path.join(out_dir, "gallery.png"), header) if g_rows else []
+        progression = self._progression(plan, [where[k] for k in chosen if k in where],
+                                        os.path.join(out_dir, "progression.png"),
+                                        [f"{r.get('prediction')} → {r.get('target')}" for r, _ in picked])
         html.notes = [f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in _flatten(metrics).items()]
         html_files = html.close()
         if trainer is not None:
@@ -440,8 +446,30 @@ class CounterfactualWriter(BasePredictionWriter):
         extra = ", global_attribution.json|png" if summary_json else ""
         extra += f", unreadable.csv ({len(plan.unreadable)} images skipped)" if len(plan.unreadable) else ""
         extra += ", difference_by_target.png" if heat is not None else ""
+        extra += ", progression.png" if progression else ""
         self._print_summary(metrics, out_dir, extra, len(pages), len(html_files) - 1, trainer, n_images)
         return metrics
+
+    @staticmethod
+    def _progression(plan: ShardPlan, places: Sequence[tuple[int, int]], path: str,
+                     captions: Sequence[str] = ()) -> bool:
+        """``progression.png`` of the gallery's rows when the method kept snapshots (``LatentAttack(
+        snapshot_every=k)``: the paper's progression figure, one row per image, one column per k steps)."""
+        if not places or "snapshots" not in row_shapes(plan.paths[places[0][0]]):
+            return False
+        snaps, steps = [], []
+        for i, j in places:
+            rec = kept_rows(plan, i, ["snapshots", "snapshot_steps"], rows=torch.tensor([j]))
+            snaps.append(rec["snapshots"][0])
+            steps.append(rec["snapshot_steps"][0] if "snapshot_steps" in rec else None)
+        # batches of the job ran to different step counts: a shorter row repeats its final snapshot (it had stopped)
+        width = max(len(s) for s in snaps)
+        stacked = torch.stack([torch.cat([s, s[-1:].expand(width - len(s), *s.shape[1:])]) for s in snaps])
+        step_t = None
+        if all(s is not None for s in steps):
+            step_t = torch.stack([torch.cat([s, s[-1:].expand(width - len(s))]) for s in steps])
+        progression_strip(stacked, step_t, path=path, captions=captions, max_images=len(places))
+        return True
 
     @staticmethod
     def _scalar_keys(plan: ShardPlan) -> list[str]:

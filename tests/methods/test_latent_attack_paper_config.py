@@ -36,5 +36,12 @@ def test_paper_config_runs_on_published_layouts(tmp_path):
     rec = read_rows(str(sorted((out / "shards").glob("*.pt"))[0]))
     assert rec["snapshots"].shape[1:] == (20 // 5 + 1, 1, 28, 28) and rec["snapshot_steps"].shape[1] == 5
     assert rec["global_include"].dtype == torch.bool
+    # stored as uint8 images like the other image columns (read back as k / 255)
+    levels = rec["snapshots"] * 255
+    assert rec["snapshots"].dtype == torch.float32 and (levels - levels.round()).abs().max() < 1e-4
     grid = progression_strip(rec["snapshots"].float(), rec["snapshot_steps"], str(tmp_path / "progression.png"))
     assert grid.ndim == 3 and (tmp_path / "progression.png").stat().st_size > 0
+    # the job draws the paper's progression figure itself, for the gallery's images
+    from PIL import Image
+    drawn = Image.open(out / "progression.png")
+    assert drawn.height >= len(rows) * 84 and drawn.width >= 6 * 84
