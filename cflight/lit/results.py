@@ -229,7 +229,8 @@ def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int,
                  methods: Sequence[str] = ()) -> tuple[list[GalleryRow], list[str]]:
     """The first ``n`` of ``rows`` as gallery cards, with their panels' column names.
 
-    Card title: the prediction change and the target probability, e.g. ``7 → 9  p(9) 0.91 ✓``.
+    Card title: the prediction change and the target probability, e.g. ``7 → 9  p(9) 0.91 ✓``, and with an
+    oracle its verdict (``oracle ✓``: it also predicts the target class).
     With compared ``methods`` (primary first): side by side, see :func:`comparison_gallery_rows`.
     """
     if methods:
@@ -249,6 +250,8 @@ def gallery_rows(records: dict[str, Tensor], rows: list[dict[str, Any]], n: int,
         caps.append(f"pred {r['cf_prediction']}  p({r['target']}) {r['cf_target_prob']:.2f}")
         caps.append(f"l1 {r['l1']:.1f}\n{r['steps']} steps")
         title = f"{r['prediction']} → {r['cf_prediction']}  p({r['target']}) {r['cf_target_prob']:.2f} {_mark(r['valid'])}"
+        if "oracle_valid" in r:  # does an independently trained model also call it the target class?
+            title += f"  oracle {_mark(r['oracle_valid'])}"
         out.append(GalleryRow(panels, caps, title=title, note=_note(r), ok=bool(r["valid"]), tag=_tag(r),
                               values=_values(r)))
     return out, columns
