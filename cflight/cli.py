@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -220,6 +221,20 @@ class CflightCLI(LightningCLI):
                 cb.job.check_writable()
 
 
+class _NoProductTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertisements, not job output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip:")
+
+
+def _quiet_lightning_tips() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoProductTips) for f in logger.filters):
+            logger.addFilter(_NoProductTips())
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``cflight`` console script.
 
@@ -228,6 +243,7 @@ def main(args: list[str] | None = None) -> None:
     anything else is a bug and keeps its traceback.
     """
     os.environ.setdefault("WANDB_SILENT", "true")
+    _quiet_lightning_tips()
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["benchmark"]:  # not a LightningCLI subcommand: several predict jobs and one table
         from cflight.benchmark.runner import main as benchmark_main

@@ -60,3 +60,24 @@ def test_wrong_kind_of_checkpoint(tmp_path, capsys):
 def test_unparseable_value_fails(tmp_path):
     with pytest.raises(SystemExit):
         main(["predict", "-c", _config(tmp_path, **{"max_steps: 200": "max_steps: many"})])
+
+
+def test_lightning_product_tips_are_not_printed(capsys) -> None:
+    """Lightning's "💡 Tip: install litlogger" lines are advertisements in a job's output; main() drops them."""
+    import logging
+
+    from cflight.cli import _quiet_lightning_tips
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    _quiet_lightning_tips()
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log.addHandler(handler)
+    try:
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        rank_zero_info("GPU available: False")
+    finally:
+        log.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["GPU available: False"]
