@@ -92,3 +92,26 @@ def check_target(target: ClassTarget | RegressionTarget, pred: Tensor) -> None:
             raise BadInputError("regression target values must be finite; replace NaN/Inf target values")
     else:
         raise TypeError(f"target must be a ClassTarget or RegressionTarget, got {type(target).__name__}")
+
+
+def check_target_range(values: Tensor, model: nn.Module, tolerance: float = 0.0, name: str = "model") -> None:
+    """Refuse regression targets outside the range of targets ``model`` was trained on.
+
+    A regressor records ``target_range = (min, max)`` of its training targets (``RegressorModule``; kept in
+    exported files' metadata). A counterfactual toward a value it never saw asks where the regressor
+    extrapolates: its answer there says nothing about the data, so the job refuses (one line) instead of
+    warning. Models without a recorded range (published files, older exports) are not checked.
+    """
+    trained = getattr(model, "target_range", None)
+    if trained is None:
+        return
+    v = values.detach().reshape(-1).float()
+    v = v[torch.isfinite(v)]
+    if not len(v):
+        return
+    lo, hi = float(trained[0]), float(trained[1])
+    bad = (v < lo - tolerance) | (v > hi + tolerance)
+    if bool(bad.any()):
+        raise BadInputError(f"regression target {float(v[bad][0]):.4g} lies outside the range the {name} was "
+                            f"trained on [{lo:.4g}, {hi:.4g}] (± tolerance {tolerance:.3g}); choose target values "
+                            "inside it: beyond it the regressor extrapolates")

@@ -19,7 +19,7 @@ from cflight.metrics.distances import image_distances
 from cflight.models.registry import load_net
 from cflight.targets import RECONSTRUCTION_LOGITS, FixedClass, SecondMostLikely, TargetPolicy
 from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, CounterfactualOutput, RegressionTarget, Target
-from cflight.validation import check_images, check_model_input
+from cflight.validation import check_images, check_model_input, check_target_range
 
 
 class ExplainModule(LightningModule):
@@ -159,8 +159,23 @@ class ExplainModule(LightningModule):
             raise RuntimeError("explanations need gradients: build the Trainer with inference_mode=False")
         self.model.eval()
         self.method.eval()
+        self._check_static_targets()
         self.skipped = {}
         self._cost, self._cost_rows = EvaluationCounter(self.cost_networks(), device=self.device), 0
+
+    def _check_static_targets(self) -> None:
+        """A policy's fixed regression values (``FixedValue``, ``SeveralValues``, ``LabelValues``) against the
+        regressor's trained range, before any image is explained."""
+        policy = self.target_policy
+        if getattr(policy, "task", "") != "regression":
+            return
+        values = getattr(policy, "values", None)
+        values = list(values.values()) if isinstance(values, dict) else list(values or [])
+        if getattr(policy, "value", None) is not None:
+            values.append(policy.value)
+        if values:
+            check_target_range(torch.tensor(values, dtype=torch.float32), self.model,
+                               float(getattr(policy, "tolerance", 0.0)))
 
     def on_predict_end(self) -> None:
         counts = self.skipped_counts()
@@ -261,6 +276,9 @@ class ExplainModule(LightningModule):
         if recon_logits is not None:
             sub[RECONSTRUCTION_LOGITS] = recon_logits
         target, keep = self.target_policy(logits, sub)
+        if isinstance(target, RegressionTarget):  # targets derived per image (e.g. the squares mirror)
+            check_target_range(target.value[keep.to(target.value.device)], self.model,
+                               float(torch.as_tensor(target.tolerance).max()))
         faithful = self._faithful(logits, recon_logits, sub)
         k = self.target_policy.targets_per_image
         if k > 1:  # each image toward each of its k targets: rows image-major, keyed by (index, slot)

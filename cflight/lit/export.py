@@ -35,6 +35,8 @@ def export_checkpoint(ckpt_path: str, out_path: str, metadata: dict[str, Any] | 
     trained = TrainingSchedule.from_hparams(hp) if net_kind(name) == "denoiser" else None
     if trained is not None:  # the diffusion the denoiser belongs to travels with it (checked by DVCE, AC-RE)
         meta["diffusion"] = trained.as_record()
+    if ckpt.get("target_range") is not None:  # a regressor's training-target range (checked by explanation jobs)
+        meta["target_range"] = [float(v) for v in ckpt["target_range"]]
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     export_net(name, kwargs, state, out_path, meta)
     return {"net": name, "net_kwargs": kwargs, "kind": net_kind(name),

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError
+from torchmetrics import MaxMetric, MeanAbsoluteError, MeanSquaredError, MinMetric
 
 from cflight.lit._nets import resolve_net, stored_kwargs, warm_start
 from cflight.validation import BadInputError
@@ -65,6 +65,8 @@ class RegressorModule(LightningModule):
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_mse", MeanSquaredError())
             setattr(self, f"{stage}_mae", MeanAbsoluteError())
+        self.train_min, self.train_max = MinMetric(), MaxMetric()
+        self.target_range: tuple[float, float] | None = None  # (min, max) of the training targets
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """A frozen backbone stays in eval mode (BatchNorm statistics and dropout fixed: a true linear probe).
@@ -113,7 +115,24 @@ class RegressorModule(LightningModule):
         return x
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if "target" in batch:  # the range of values the regressor is trained on (explanation jobs check targets)
+            t = batch["target"].detach().reshape(-1).float()
+            self.train_min(t)
+            self.train_max(t)
         return self._step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        # reduced over every process (torchmetrics' sync, on the module's device): all ranks call compute()
+        if self.train_min.update_called:
+            self.target_range = (float(self.train_min.compute()), float(self.train_max.compute()))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.target_range is not None:
+            checkpoint["target_range"] = list(self.target_range)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("target_range") is not None:
+            self.target_range = tuple(float(v) for v in checkpoint["target_range"])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

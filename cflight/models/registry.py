@@ -156,6 +156,10 @@ def load_net(path: str, expected_kind: str | None = None, map_location: str | to
         raise BadInputError(f"checkpoint {path!r} does not fit network {name!r}: {first}") from None
     if kind == "denoiser":
         _attach_training_schedule(net, ckpt, hp)
+    if kind == "regressor":  # the range of targets it was trained on: an exported file's metadata or a fit checkpoint
+        trained_range = (ckpt.get("metadata") or {}).get("target_range") or ckpt.get("target_range")
+        if trained_range is not None:
+            net.target_range = (float(trained_range[0]), float(trained_range[1]))
     return net.eval()
 
 
