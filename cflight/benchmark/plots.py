@@ -20,17 +20,33 @@ def _points(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> list[tuple[str
 
 
 def scatter(rows: Sequence[Mapping[str, Any]], x: str, y: str, xlabel: str, ylabel: str, title: str,
-            path: str) -> str | None:
-    """One labelled point per method with both values; ``None`` (no file) when no method has both."""
+            path: str, y2: str | None = None, y2_label: str | None = None) -> str | None:
+    """One labelled point per method with both values; ``None`` (no file) when no method has both.
+
+    With ``y2`` (e.g. the oracle's validity beside the explained model's) each method also gets a hollow
+    marker at its ``y2`` value, joined to its ``y`` point: the gap is what only the explained model sees.
+    """
     points = _points(rows, x, y)
     if not points:
         return None
+    second = {name: py for name, _, py in _points(rows, x, y2)} if y2 else {}
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    order = {name: k for k, (name, _, _) in enumerate(sorted(points, key=lambda p: p[1]))}  # by distance
     for name, px, py in points:
-        ax.scatter([px], [py], s=40)
-        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        k = order[name]
+        dot = ax.scatter([px], [py], s=40, label=None)
+        if name in second:
+            colour = dot.get_facecolor()[0]
+            ax.plot([px, px], [py, second[name]], color=colour, lw=0.8, alpha=0.6)
+            ax.scatter([px], [second[name]], s=40, facecolors="none", edgecolors=[colour])
+        # alternate label offsets: methods at the same distance (e.g. l2 budgets) do not overprint
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, (4, -11, 14)[k % 3]), fontsize=8)
+    if second:
+        ax.scatter([], [], s=40, c="grey", label=ylabel)
+        ax.scatter([], [], s=40, facecolors="none", edgecolors="grey", label=y2_label or y2)
+        ax.legend(fontsize=8, loc="best")
+    ax.set(xlabel=xlabel, ylabel=ylabel if not second else f"{ylabel} / {y2_label or y2}", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -66,7 +82,8 @@ def plot_all(rows: Sequence[Mapping[str, Any]], output_dir: str) -> dict[str, st
     os.makedirs(output_dir, exist_ok=True)
     made = {
         "validity_vs_l2": scatter(rows, "l2", "validity", "mean l2 distance", "validity",
-                                  "Validity vs distance", os.path.join(output_dir, "validity_vs_l2.png")),
+                                  "Validity vs distance", os.path.join(output_dir, "validity_vs_l2.png"),
+                                  y2="oracle_validity", y2_label="oracle validity"),
         "fid_vs_l2": scatter(rows, "l2", "fid", "mean l2 distance", "FID of valid counterfactuals",
                              "Realism vs distance", os.path.join(output_dir, "fid_vs_l2.png")),
         "time_per_image": time_bars(rows, os.path.join(output_dir, "time_per_image.png")),

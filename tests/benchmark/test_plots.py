@@ -15,3 +15,14 @@ def test_plots_are_pngs_and_skipped_without_values(tmp_path):
     none = plot_all([{"method": "c", "validity": 1.0, "l2": None, "fid": None, "seconds_per_image": None}],
                     str(tmp_path / "empty"))
     assert none == {} and not list((tmp_path / "empty").iterdir())
+
+
+def test_validity_plot_draws_the_oracles_verdict_beside_the_models(tmp_path):
+    """Hollow markers at the oracle validity: the plot differs from one without it (both drawn from the rows)."""
+    import numpy as np
+
+    base = [{"method": "a", "validity": 1.0, "l2": 1.0}, {"method": "b", "validity": 0.9, "l2": 2.0}]
+    with_oracle = [dict(r, oracle_validity=v) for r, v in zip(base, (0.2, 0.85))]
+    plain = plot_all(base, str(tmp_path / "plain"))["validity_vs_l2"]
+    judged = plot_all(with_oracle, str(tmp_path / "judged"))["validity_vs_l2"]
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(judged)))
