@@ -11,8 +11,9 @@
     .venv/bin/python scripts/train_shipped.py squares_ddpm       # cflight fit -c configs/train/ddpm_squares.yaml
     .venv/bin/python scripts/train_shipped.py squares_diffae     # cflight fit -c configs/train/diffae_squares.yaml
     .venv/bin/python scripts/train_shipped.py all
+    mkdir -p outputs/warm && cp checkpoints/mnist_ddpm.pt outputs/warm/                # continue from a copy of
     .venv/bin/python scripts/train_shipped.py ddpm --set trainer.max_steps=6000 \
-        --set model.init_args.init_weights=checkpoints/mnist_ddpm.pt      # continue from the shipped file
+        --set model.init_args.init_weights=outputs/warm/mnist_ddpm.pt                 # the shipped file
 
 Each job runs ``cflight fit`` on its YAML config (in this process), takes the best checkpoint (by the
 validation metric), exports its network to ``checkpoints/<file>`` (no optimiser state), evaluates the
@@ -255,7 +256,12 @@ def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = Non
     fit_args = ["fit", "-c", config, "--trainer.enable_progress_bar=false", *overrides]
     warm = next((o.split("=", 1)[1] for o in overrides if o.startswith("--model.init_args.init_weights=")), None)
     lineage = None
-    if warm is not None:  # a continued run: record what it continued from (the file is overwritten below)
+    if warm is not None and os.path.abspath(warm) == os.path.abspath(os.path.join(ROOT, out)):
+        # the recorded command would warm-start from the file it is about to replace: rerun, it continues the
+        # new file, not the one this run continued (issue 13: an 8000-step model instead of the shipped one)
+        raise SystemExit(f"train_shipped.py: init_weights={warm} is the file this job writes; copy it first "
+                         f"(e.g. `mkdir -p outputs/warm && cp {out} outputs/warm/`) and warm-start from the copy")
+    if warm is not None:  # a continued run: record what it continued from
         previous = load_manifest().get("files", {}).get(os.path.basename(out), {})
         lineage = {"init_weights": warm, "sha256": sha256(warm),
                    "total_steps_before": previous.get("total_steps", previous.get("max_steps"))}
@@ -342,7 +348,7 @@ def main() -> None:
     parser.add_argument("--skip-fit", action="store_true", help="export and evaluate the existing best.ckpt")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a cflight fit override, e.g. trainer.max_steps=6000 or "
-                             "model.init_args.init_weights=checkpoints/mnist_ddpm.pt (continue training)")
+                             "model.init_args.init_weights=outputs/warm/mnist_ddpm.pt (continue training from a copy)")
     args = parser.parse_args()
     os.chdir(ROOT)
     torch.set_num_threads(args.threads)
