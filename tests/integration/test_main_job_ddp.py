@@ -48,13 +48,13 @@ def _same(one, two):
         assert float(a["l1"]) == pytest.approx(float(b["l1"]), rel=1e-4)
     for key in ("n", "validity", "success_rate", "median_steps", "fingerprint"):
         assert m1[key] == m2[key], key
-    assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-6)
+    assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-5)  # per row rel 1e-4 (float noise, see above)
     # the global mean covers the valid counterfactuals (global_rows="valid"; an exactly zero gradient, which
     # that rule also drops, does not occur with these networks)
     assert g2["n"] == g1["n"] == sum(r["valid"] == "True" for r in rows1) >= 0.9 * N
     assert [d["descriptor"] for d in g2["overall"]] == [d["descriptor"] for d in g1["overall"]]
     for d1, d2 in zip(g1["overall"], g2["overall"]):
-        assert d2["score"] == pytest.approx(d1["score"], rel=1e-6, abs=1e-9)
+        assert d2["score"] == pytest.approx(d1["score"], rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.timeout(900)
