@@ -24,7 +24,7 @@ from cflight.lit.job_gallery import GalleryKind
 from cflight.lit.loggers import log_explanation, run_hint
 from cflight.lit.progress import install_progress_bar
 from cflight.lit.shards import IMAGE_KEYS, SLOT, UNREADABLE, row_shapes, shard_name, write_shard
-from cflight.metrics import MNAC, FrechetDistance, KernelDistance, PenultimateFeatures
+from cflight.metrics import LPIPS, MNAC, FrechetDistance, KernelDistance, PenultimateFeatures, lpips_network
 from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments, DifferenceMeans
 from cflight.models.registry import load_net
 from cflight.types import IMAGE
@@ -55,6 +55,9 @@ MNAC_BINARY_RULE = "an attribute counts as changed when its decision at {t:g} fl
 DISTANCE_NOTE = ("mean_l1, mean_l1_5, mean_l2, mean_linf: unnormalised l_p norms of x' - x over all C*H*W values "
                  "of an image in [0, 1], averaged over rows; sparsity: the mean share of pixel positions whose "
                  "largest channel change exceeds 0.01 (lower is sparser; cflight.metrics.changed_fraction).")
+LPIPS_NOTE = ("mean_lpips: LPIPS v0.1 (Zhang et al. 2018) between each explained original and its counterfactual, "
+              "averaged over rows (lower: perceptually closer), with the lpips_backbone features and linear "
+              "weights the user gave (cflight.metrics.LPIPS).")
 COST_NOTE = ("seconds_per_image: the job's wall time (first batch to last shard) / images computed in this run. "
              "method_seconds_per_image: time inside the method's calls, summed over processes, / the rows they "
              "explained (cost_rows). evaluations_per_image: batch rows through each network's forward (a call of "
@@ -116,6 +119,8 @@ class CounterfactualWriter(BasePredictionWriter):
         mnac_std_threshold: continuous attributes count as changed above this many standard deviations (over
             the explained originals).
         kid_subsets: KID subsets (with ``fid_feature_net``).
+        lpips: ``{backbone, backbone_weights, lpips_weights}`` (:func:`~cflight.metrics.lpips_network`) or an
+            :class:`~cflight.metrics.LPIPSNetwork` for ``mean_lpips``; ``None`` or no weight files: no LPIPS.
 
     metrics.json also holds the method's cost (:meth:`ExplainModule.cost_summary
     <cflight.lit.ExplainModule.cost_summary>`: ``evaluations_per_image``, ``method_seconds_per_image``,
@@ -126,7 +131,8 @@ class CounterfactualWriter(BasePredictionWriter):
                  fid_feature_net: nn.Module | str | None = None, image_format: str = "uint8",
                  save_images: bool = False, on_mismatch: str = "error", min_free_mb: float = 64.0,
                  mnac_attributes: nn.Module | str | None = None, mnac_threshold: float | None = None,
-                 mnac_std_threshold: float = 0.5, kid_subsets: int = 100) -> None:
+                 mnac_std_threshold: float = 0.5, kid_subsets: int = 100,
+                 lpips: nn.Module | dict[str, str] | None = None) -> None:
         super().__init__(write_interval="batch")
         if gallery_size < 0:
             raise ValueError(f"gallery_size must be >= 0, got {gallery_size}")
@@ -156,6 +162,9 @@ class CounterfactualWriter(BasePredictionWriter):
             raise ValueError(f"mnac_std_threshold must be >= 0 and kid_subsets >= 1, got {mnac_std_threshold}, "
                              f"{kid_subsets}")
         self.mnac_threshold, self.mnac_std_threshold, self.kid_subsets = mnac_threshold, mnac_std_threshold, kid_subsets
+        if isinstance(lpips, dict) and set(lpips) - {"backbone", "backbone_weights", "lpips_weights"}:
+            raise ValueError(f"lpips takes the keys backbone, backbone_weights, lpips_weights; got {sorted(lpips)}")
+        self.lpips_net = lpips_network(**lpips) if isinstance(lpips, dict) else lpips
         self._fid_checked = False
         self._start = 0.0
         self._computed = 0
@@ -292,6 +301,8 @@ class CounterfactualWriter(BasePredictionWriter):
                                "kid_successful": {m: _compute_kid(k) for m, k in kids.items()}}
         if attrs is not None:
             out["mnac"] = self._mnac(attr_cache, list(fid_keys), device)
+        if self.lpips_net is not None:
+            out["lpips"] = self._lpips(plan, fid_keys, rank, world_size, device)
         slots = int(getattr(getattr(pl_module, "target_policy", None), "targets_per_image", 1))
         if slots > 1 and plan.n_rows:
             out["difference_by_target"] = self._difference_by_target(plan, slots, rank, world_size, device)
@@ -324,6 +335,20 @@ class CounterfactualWriter(BasePredictionWriter):
             out[m] = {"mnac": float(result["mnac"]) if n else None, "n": n,
                       "change_rate": [round(float(v), 6) for v in result["change_rate"]] if n else None}
         return out
+
+    def _lpips(self, plan: ShardPlan, cf_keys: dict[str | None, str], rank: int, world_size: int,
+               device: torch.device) -> dict[str | None, float | None]:
+        """Mean LPIPS of each method's counterfactuals to their originals (collective: its own pass over the
+        shards, then every process computes the summed states)."""
+        net = self.lpips_net.to(device)
+        metrics = {m: LPIPS(net).to(device) for m in cf_keys}
+        for records in iter_share(plan, [IMAGE, *cf_keys.values()], rank, world_size):
+            for start in range(0, len(records[IMAGE]), FID_BATCH):
+                part = slice(start, start + FID_BATCH)
+                for m, key in cf_keys.items():
+                    metrics[m].update(records[IMAGE][part].to(device), records[key][part].to(device))
+        values = {m: float(_quiet_compute(metric)) for m, metric in metrics.items()}
+        return {m: v if v == v else None for m, v in values.items()}  # NaN (no rows) → null
 
     @staticmethod
     def _difference_by_target(plan: ShardPlan, slots: int, rank: int, world_size: int,
@@ -415,6 +440,11 @@ class CounterfactualWriter(BasePredictionWriter):
             self._add_fid(metrics, reduced, methods)
         if reduced.get("mnac") is not None and metrics["n"]:
             self._add_mnac(metrics, reduced["mnac"], methods)
+        if reduced.get("lpips") is not None and metrics["n"]:
+            metrics.update(mean_lpips=reduced["lpips"][None], lpips_note=LPIPS_NOTE,
+                           lpips_backbone=getattr(self.lpips_net, "backbone", None))
+            for k, name in enumerate(methods):
+                metrics["methods"][name]["mean_lpips"] = reduced["lpips"][None if k == 0 else name]
         summary_json, chart = None, None
         if reduced.get("attribution") is not None:
             summary_json = summarise(reduced["attribution"], names, class_names)
