@@ -103,7 +103,8 @@ def child(name: str, batch: int, n: int) -> dict:
             "images_per_s": round(n / seconds, 3), "validity": success / n,
             "evaluations_per_image": cost.get("evaluations_per_image", cost),
             "peak_rss_above_baseline_mb": round(_rss_mb("VmHWM") - baseline, 1) if resettable else None,
-            "baseline_rss_mb": round(baseline, 1)}
+            "baseline_rss_mb": round(baseline, 1),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2)}  # other jobs on the machine move the times
 
 
 def main(argv: list[str] | None = None) -> dict:
