@@ -15,13 +15,30 @@ from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod
-from cflight.methods.svce import PIXEL_OBJECTIVES, make_loss_grad, make_stop, reached, restart_noise, run_restarts
+from cflight.methods.svce import (
+    PIXEL_OBJECTIVES, make_loss_grad, make_stop, pixel_objective, reached, restart_noise, run_restarts)
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 
 Target = ClassTarget | RegressionTarget
 
 # SVCE's comparison radii at ImageNet 224² (spec §3.1: l1 400, l2 12) and the Madry l∞ ImageNet model's 4/255.
 DEFAULT_EPS = {"linf": 4 / 255, "l2": 12.0, "l1": 400.0}
+
+
+def make_loss(model: nn.Module, target: Target, objective: str = "log_conf",
+              pred: Tensor | None = None) -> Fn.LossOnly:
+    """``z -> (objective [B], model output)``: :func:`~cflight.methods.svce.make_loss_grad` without the
+    gradient (one forward, no graph); ``(z, rows)`` scores the targets of batch rows ``rows``."""
+
+    def loss_only(z: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        tgt, prd = target, pred
+        if rows is not None:
+            tgt, prd = target.select(rows), None if pred is None else pred[rows]
+        with torch.no_grad():
+            out = model(z.detach())
+            return pixel_objective(out, tgt, objective, prd), out
+
+    return loss_only
 
 
 class _PixelAttack(CounterfactualMethod):
@@ -51,6 +68,7 @@ class _PixelAttack(CounterfactualMethod):
 
     def run(self, x: Tensor, target: Target, model: nn.Module, index: Tensor, pred: Tensor) -> CounterfactualOutput:
         loss_grad = make_loss_grad(model, target, self.objective, pred)
+        self._loss_only = make_loss(model, target, self.objective, pred)
 
         def restart(x: Tensor, index: Tensor, loss_grad: Fn.LossGrad, stop: Fn.StopFn | None,
                     r: int) -> Fn.AFWResult:
@@ -95,8 +113,8 @@ class PGD(_PixelAttack):
         steps: iterations; default 20 (PGD-20, a common evaluation setting).
         step_size: η; default ``2.5·ε/steps`` (the robustness library's rule).
         random_start: start at a random point of the ball (default) or at ``x``.
-        keep_best: return the best-objective iterate (default; one extra evaluation of the last iterate)
-            rather than the last one.
+        keep_best: return the best-objective iterate (default; one extra forward of the last iterate, without
+            backward unless ``early_stop``) rather than the last one.
         l1_sparsity: fraction of coordinates moved per l1 step; default 0.01 (SLIDE's 99th percentile).
         restarts: independent random restarts, the best kept; default 1 (with ``early_stop``, a later
             restart runs only on the samples no earlier one brought to the target).
@@ -116,8 +134,10 @@ class PGD(_PixelAttack):
 
     def _attack(self, x: Tensor, loss_grad, x_init: Tensor | None,
                 stop: Fn.StopFn | None = None) -> Fn.AFWResult:
+        # with early stopping a later restart remaps the rows of loss_grad (run_restarts); loss_only would
+        # need the same remap, so the gradient-free last evaluation is used only without it
         return Fn.pgd(x, loss_grad, self.eps, self.norm, self.steps, self.step_size, x_init, self.keep_best,
-                      self.l1_sparsity, stop=stop)
+                      self.l1_sparsity, stop=stop, loss_only=self._loss_only if stop is None else None)
 
     def run(self, x: Tensor, target: Target, model: nn.Module, index: Tensor, pred: Tensor) -> CounterfactualOutput:
         if not self.keep_best and self.restarts > 1:

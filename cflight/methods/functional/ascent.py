@@ -24,10 +24,12 @@ from torch import Tensor
 
 from cflight.methods.functional.lp_geometry import _rows
 
-__all__ = ["AFWResult", "LossGrad", "StopFn"]
+__all__ = ["AFWResult", "LossGrad", "LossOnly", "StopFn"]
 
 LossGrad = Callable[..., tuple[Tensor, Tensor, Tensor | None]]  # (z) or, with early stopping, (z, rows)
 StopFn = Callable[[Tensor, Tensor], Tensor]  # (aux [A, ...], batch rows [A]) -> reached [A] bool
+# (z) or (z, rows) -> (loss [B], aux): the loss of a LossGrad without its gradient (one forward, no backward)
+LossOnly = Callable[..., tuple[Tensor, Tensor | None]]
 
 
 @dataclass
@@ -54,20 +56,26 @@ class AFWResult:
 class _Best:
     """Per-sample best-loss tracker (strict improvement, as the reference)."""
 
-    def __init__(self, x: Tensor, loss: Tensor, grad: Tensor, aux: Tensor | None) -> None:
-        self.x, self.loss, self.grad = x.clone(), loss.clone(), grad.clone()
+    def __init__(self, x: Tensor, loss: Tensor, grad: Tensor | None, aux: Tensor | None) -> None:
+        self.x, self.loss = x.clone(), loss.clone()
+        self.grad = None if grad is None else grad.clone()
         self.aux = None if aux is None else aux.clone()
 
-    def update(self, x: Tensor, loss: Tensor, grad: Tensor, aux: Tensor | None) -> None:
+    def update(self, x: Tensor, loss: Tensor, grad: Tensor | None, aux: Tensor | None) -> None:
+        """Take ``x`` (and its loss, gradient, aux) where ``loss`` is strictly higher; ``grad=None`` (an
+        evaluation without gradient, whose caller never reads :attr:`grad`) leaves :attr:`grad` as it is."""
         better = loss > self.loss
         self.loss = torch.where(better, loss, self.loss)
-        self.x, self.grad = _select(better, x, self.x), _select(better, grad, self.grad)
+        self.x = _select(better, x, self.x)
+        if grad is not None and self.grad is not None:
+            self.grad = _select(better, grad, self.grad)
         if aux is not None and self.aux is not None:
             self.aux = _select(better, aux, self.aux)
 
     def keep(self, rows: Tensor) -> None:
         """Drop the rows where the ``[B]`` bool ``rows`` is false (they left the active set)."""
-        self.x, self.loss, self.grad = self.x[rows], self.loss[rows], self.grad[rows]
+        self.x, self.loss = self.x[rows], self.loss[rows]
+        self.grad = None if self.grad is None else self.grad[rows]
         self.aux = None if self.aux is None else self.aux[rows]
 
 
@@ -102,6 +110,10 @@ class _ActiveSet:
     def evaluate(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """``loss_grad`` on the active iterates ``z`` ``[A, ...]``."""
         return self.loss_grad(z) if self.stop is None else self.loss_grad(z, self.ids)
+
+    def evaluate_loss(self, loss_only: LossOnly, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``loss_only`` (no gradient) on the active iterates ``z`` ``[A, ...]``."""
+        return loss_only(z) if self.stop is None else loss_only(z, self.ids)
 
     def check(self, step: int, x: Tensor, loss: Tensor, aux: Tensor | None) -> Tensor | None:
         """Rows whose evaluated iterate ``x`` (after ``step`` iterations) reached leave with it as outcome.

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from cflight.methods.functional.ascent import (
-    AFWResult, LossGrad, StopFn, _ActiveSet, _Best, _no_trace_with_stop, _stack_trace)
+    AFWResult, LossGrad, LossOnly, StopFn, _ActiveSet, _Best, _no_trace_with_stop, _stack_trace)
 from cflight.methods.functional.lp_geometry import NORMS, _radius, _rows, project_lp_box, steepest_ascent
 
 __all__ = ["pgd"]
@@ -17,7 +17,8 @@ __all__ = ["pgd"]
 
 def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", steps: int = 10,
         step_size: float | Tensor | None = None, x_init: Tensor | None = None, keep_best: bool = True,
-        l1_sparsity: float = 0.01, record: bool = False, stop: StopFn | None = None) -> AFWResult:
+        l1_sparsity: float = 0.01, record: bool = False, stop: StopFn | None = None,
+        loss_only: LossOnly | None = None) -> AFWResult:
     """Projected gradient ascent (Madry et al. 2018): ``x_{i+1} = P(x_i + η·dir(g_i))``.
 
     ``dir`` is :func:`steepest_ascent` (``l1``: the top ``l1_sparsity`` fraction, SLIDE of Tramèr & Boneh
@@ -27,7 +28,9 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
     the last iterate ``x_N`` after ``N`` evaluations, itself not evaluated (``loss`` NaN, ``aux`` ``None``) —
     what adversarial training needs. ``stop``: per-sample early stopping as
     :func:`~cflight.methods.functional.afw` — a row whose evaluated iterate ``x_i`` satisfies it is returned
-    as ``x_i`` after ``i`` steps (default ``None``: off).
+    as ``x_i`` after ``i`` steps (default ``None``: off). ``loss_only``: ``loss_grad``'s ``(loss, aux)``
+    without the gradient (a forward, no backward); given, ``keep_best``'s last evaluation, of ``x_N``, whose
+    gradient no step uses, calls it instead (``N`` backward passes instead of ``N + 1``, the same result).
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
@@ -45,17 +48,23 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
     if record:
         trace["iterates"].append(x_cur.clone())
     for i in range(steps + int(keep_best)):  # keep_best: one more evaluation, of the last iterate
-        loss, g, aux = active.evaluate(x_cur)
-        if best is None:
-            best, loss0 = _Best(x_cur, loss, g, aux), loss.clone()
+        if i == steps and loss_only is not None:  # x_N takes no step: its gradient would go unused
+            (loss, aux), g = active.evaluate_loss(loss_only, x_cur), None
         else:
+            loss, g, aux = active.evaluate(x_cur)
+        if loss0 is None:
+            loss0 = loss.clone()
+            best = _Best(x_cur, loss, g, aux) if keep_best else None
+        elif best is not None:  # without keep_best no iterate but the last is returned: nothing to track
             best.update(x_cur, loss, g, aux)
         if record:
             trace["loss"].append(loss.clone())
         keep = active.check(i, x_cur, loss, aux)
         if keep is not None:  # rows that reached leave; the rest carry on as if alone
-            x, eps64, eta, x_cur, g = x[keep], eps64[keep], eta[keep], x_cur[keep], g[keep]
-            best.keep(keep)
+            x, eps64, eta, x_cur = x[keep], eps64[keep], eta[keep], x_cur[keep]
+            g = None if g is None else g[keep]
+            if best is not None:
+                best.keep(keep)
             if active.empty:
                 break
         if i == steps:

@@ -1,0 +1,283 @@
+"""cflight's PGD and APGD against torchattacks' on the same model, images, ε, step size and steps.
+
+Peer baseline of issue 13 item 5. torchattacks is a benchmark-only dependency (``pip install -e .[bench]``);
+nothing in ``cflight`` imports it. For each shipped MNIST classifier (``checkpoints/mnist_robust.pt``, a
+TemperatureWrapper, and ``checkpoints/mnist_classifier.pt``), in eval mode, on the first ``--n`` MNIST test
+images:
+
+* PGD l∞ (ε 0.3, α 0.01, 20 and 40 steps) and PGD l2 (ε 2.0, α 0.25 = 2.5ε/20, 20 steps), untargeted (the
+  cross-entropy of the clean prediction, torchattacks' ``labels`` = that prediction) and targeted (the second
+  most likely clean class: ``log p(target)``, torchattacks' ``set_mode_targeted_by_label``), no random start
+  on either side (their random starts differ in distribution, so only a deterministic start compares
+  iterates). torchattacks returns the last iterate; cflight is run both ways: ``keep_best=False`` (the last
+  iterate, the like-for-like algorithm whose losses are compared) and its default ``keep_best=True``.
+  cflight's l2 projection is the exact one onto ball ∩ box, torchattacks' rescales then clips (a feasible
+  point, not the nearest): the l2 iterates agree while the box does not cut the step.
+* APGD l∞ (CE, ε 0.3, 100 steps, ρ 0.75, one restart): torchattacks' ``APGD`` (public call, timed) against
+  cflight's ``APGD`` (its own random start, timed). Losses are compared on the same start: torchattacks'
+  ``attack_single_run`` after its seed, and ``cflight.methods.functional.apgd`` from that very start (the
+  public torchattacks call returns the clean image where it fails, so its output is no best-loss iterate).
+
+Loss per image: the attacked objective (CE of the clean prediction, or ``log p(target)``) of the returned
+image, evaluated by one shared function. Agreement: mean and max ``|Δloss|`` and the share of images with
+``|Δ| ≤ 1e-4·max(|a|, |b|) + 1e-6`` (an absolute floor for losses at 0). Success: the prediction left the
+clean class (untargeted) or is the target (targeted). Evaluations: ``cflight.metrics.cost.EvaluationCounter``
+on one run of each library. Timing: runs of all variants interleaved ``--repeats`` times (median, min–max;
+beside it the process-CPU time, which one thread makes nearly independent of other jobs on a shared machine).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pgd_vs_torchattacks.py [--n 256] [--repeats 3] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.floors import sync  # noqa: E402
+from benchmarks.provenance import provenance  # noqa: E402
+from cflight.metrics.cost import EvaluationCounter  # noqa: E402
+from cflight.methods import APGD, PGD  # noqa: E402
+from cflight.methods import functional as Fn  # noqa: E402
+from cflight.methods.svce import make_loss_grad  # noqa: E402
+from cflight.types import ClassTarget  # noqa: E402
+
+PGD_CASES = (  # (name, norm, eps, step size, steps, targeted)
+    ("pgd_linf_20", "linf", 0.3, 0.01, 20, False),
+    ("pgd_linf_20_targeted", "linf", 0.3, 0.01, 20, True),
+    ("pgd_linf_40", "linf", 0.3, 0.01, 40, False),
+    ("pgd_l2_20", "l2", 2.0, 0.25, 20, False),
+    ("pgd_l2_20_targeted", "l2", 2.0, 0.25, 20, True),
+)
+APGD_CASE = dict(norm="linf", eps=0.3, steps=100, rho=0.75)
+MODELS = ("checkpoints/mnist_robust.pt", "checkpoints/mnist_classifier.pt")
+RTOL, ATOL = 1e-4, 1e-6
+
+
+# --------------------------------------------------------------------------------- shared measurements
+def per_image_loss(model: nn.Module, x: Tensor, labels: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
+    """``(loss [B], prediction [B])`` of images ``x``: ``log p(labels)`` if ``targeted``, else the CE of
+    ``labels`` (both the quantity the attacks maximise)."""
+    with torch.no_grad():
+        out = model(x)
+    logp = torch.log_softmax(out.double(), dim=1).gather(1, labels[:, None]).squeeze(1)
+    return (logp if targeted else -logp), out.argmax(1)
+
+
+def loss_agreement(a: Tensor, b: Tensor, rtol: float = RTOL, atol: float = ATOL) -> dict:
+    """Per-image agreement of two ``[B]`` loss vectors: mean / max ``|a − b|``, share with
+    ``|a − b| ≤ rtol·max(|a|, |b|) + atol``, and the mean difference ``a − b`` (its sign: who climbed
+    higher)."""
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"loss vectors must be [B] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = a.double(), b.double()
+    d = (a - b).abs()
+    close = d <= rtol * torch.maximum(a.abs(), b.abs()) + atol
+    return {"mean_abs_diff": float(d.mean()), "max_abs_diff": float(d.max()),
+            "share_within_tol": float(close.double().mean()),
+            "mean_diff_cflight_minus_peer": float((a - b).mean()),
+            "tolerance": f"|d| <= {rtol:g}*max(|a|,|b|) + {atol:g}"}
+
+
+def success_rate(pred_adv: Tensor, labels: Tensor, targeted: bool) -> float:
+    """Share of images whose adversarial prediction is the target (targeted) or left the clean class."""
+    hit = pred_adv == labels if targeted else pred_adv != labels
+    return float(hit.double().mean())
+
+
+def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, float, Tensor]:
+    """``(wall s, process CPU s, output)`` of one call."""
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def summary(times: list[float], n: int, cpu: list[float] | None = None) -> dict:
+    """Median wall seconds, min–max, images/s, and (given) the median process-CPU seconds (one thread: nearly
+    independent of other jobs on a shared machine)."""
+    med = statistics.median(times)
+    out = {"seconds": round(med, 4), "seconds_min_max": [round(min(times), 4), round(max(times), 4)],
+           "images_per_s": round(n / med, 2)}
+    if cpu:
+        out["cpu_seconds"] = round(statistics.median(cpu), 4)
+    return out
+
+
+def evaluations(model: nn.Module, fn: Callable[[], Tensor], n: int) -> dict:
+    counter = EvaluationCounter({"model": model})
+    with counter:
+        fn()
+    return counter.summary(num_images=n)["evaluations_per_image"]["model"]
+
+
+# ------------------------------------------------------------------------------------------- the runs
+def pgd_runners(model: nn.Module, x: Tensor, logits: Tensor, labels: Tensor, norm: str, eps: float,
+                alpha: float, steps: int, targeted: bool) -> dict[str, Callable[[], Tensor]]:
+    """``{variant: () -> adversarial images}`` for torchattacks and cflight (last and best iterate)."""
+    import torchattacks
+
+    atk = (torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False) if norm == "linf"
+           else torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=False))
+    if targeted:
+        atk.set_mode_targeted_by_label(quiet=True)
+    target = ClassTarget(labels, 0.5)
+    objective = "log_conf" if targeted else "ce"
+    index = torch.arange(x.shape[0], device=x.device)
+
+    def cflight(keep_best: bool) -> Callable[[], Tensor]:
+        method = PGD(eps=eps, norm=norm, steps=steps, step_size=alpha, random_start=False,
+                     objective=objective, keep_best=keep_best)
+        return lambda: method(x, target, model, index=index, pred=logits).x_cf
+
+    return {"torchattacks": lambda: atk(x, labels), "cflight_last": cflight(False),
+            "cflight_best": cflight(True)}
+
+
+def apgd_start(x: Tensor, eps: float, seed: int) -> Tensor:
+    """torchattacks' (AutoAttack's) l∞ APGD start after its ``manual_seed(seed)``: ``x + ε·t/‖t‖_∞`` with
+    ``t ~ U(−1, 1)``, clipped to the box."""
+    torch.manual_seed(seed)
+    t = 2 * torch.rand(x.shape).to(x.device) - 1
+    return (x + eps * t / t.flatten(1).abs().amax(1).reshape(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_CASES,
+              apgd_steps: int | None = None, load: Callable[[str], nn.Module] | None = None) -> list[dict]:
+    """The rows of one model: every PGD case of ``cases``, then APGD l∞ (``apgd_steps``, default 100).
+    ``load(path)`` gives the model (default: ``load_net(path, "classifier")``)."""
+    import torchattacks
+
+    from cflight.models.registry import load_net
+
+    model = (load or (lambda p: load_net(p, "classifier")))(path).to(dev).eval().requires_grad_(False)
+    n = x.shape[0]
+    with torch.no_grad():
+        logits = model(x)
+    top2 = logits.topk(2, dim=1).indices
+    rows = []
+    for name, norm, eps, alpha, steps, targeted in cases:
+        labels = top2[:, 1] if targeted else top2[:, 0]
+        runners = pgd_runners(model, x, logits, labels, norm, eps, alpha, steps, targeted)
+        evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
+        times, cpu = {k: [] for k in runners}, {k: [] for k in runners}
+        outs = {}
+        for _ in range(repeats):  # interleaved: load from other jobs hits every variant alike
+            for k, fn in runners.items():
+                wall, c, outs[k] = timed(fn, dev)
+                times[k].append(wall)
+                cpu[k].append(c)
+        losses = {k: per_image_loss(model, v, labels, targeted) for k, v in outs.items()}
+        peer = times["torchattacks"]
+        rows.append({
+            "model": path, "case": name, "norm": norm, "eps": eps, "step_size": alpha, "steps": steps,
+            "targeted": targeted, "random_start": False, "n": n,
+            "timing": {k: summary(v, n, cpu[k]) for k, v in times.items()},
+            "speed_vs_torchattacks": {k: round(statistics.median(peer) / statistics.median(times[k]), 3)
+                                      for k in ("cflight_last", "cflight_best")},
+            "speed_vs_torchattacks_cpu_time": {
+                k: round(statistics.median(cpu["torchattacks"]) / statistics.median(cpu[k]), 3)
+                for k in ("cflight_last", "cflight_best")},
+            "agreement_last_iterate": loss_agreement(losses["cflight_last"][0], losses["torchattacks"][0]),
+            "mean_loss": {k: float(v[0].mean()) for k, v in losses.items()},
+            "success_rate": {k: success_rate(v[1], labels, targeted) for k, v in losses.items()},
+            "evaluations_per_image": evals,
+        })
+        print(json.dumps({"model": path, "case": name, "speed": rows[-1]["speed_vs_torchattacks"],
+                          "share_within_tol": rows[-1]["agreement_last_iterate"]["share_within_tol"]}),
+              flush=True)
+
+    # APGD l∞, untargeted CE
+    eps, steps, rho = APGD_CASE["eps"], apgd_steps or APGD_CASE["steps"], APGD_CASE["rho"]
+    labels = top2[:, 0]
+    atk = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0, loss="ce",
+                            rho=rho)
+    method = APGD(eps=eps, norm="linf", steps=steps, rho=rho, objective="ce", random_start=True)
+    index = torch.arange(n, device=dev)
+    target = ClassTarget(labels, 0.5)
+    runners = {"torchattacks": lambda: atk(x, labels),
+               "cflight": lambda: method(x, target, model, index=index, pred=logits).x_cf}
+    evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
+    times, cpu = {k: [] for k in runners}, {k: [] for k in runners}
+    outs = {}
+    for _ in range(repeats):
+        for k, fn in runners.items():
+            wall, c, outs[k] = timed(fn, dev)
+            times[k].append(wall)
+            cpu[k].append(c)
+    # same start on both sides, best-loss iterates compared
+    torch.manual_seed(atk.seed)
+    x_best_peer = atk.attack_single_run(x, labels)[0]
+    res = Fn.apgd(x, make_loss_grad(model, target, "ce", logits), eps, "linf", steps, rho,
+                  x_init=apgd_start(x, eps, atk.seed))
+    l_peer = per_image_loss(model, x_best_peer, labels, False)
+    l_cf = per_image_loss(model, res.x, labels, False)
+    public = {k: per_image_loss(model, v, labels, False) for k, v in outs.items()}
+    rows.append({
+        "model": path, "case": f"apgd_linf_{steps}", "norm": "linf", "eps": eps, "steps": steps, "rho": rho,
+        "targeted": False, "loss": "ce", "n": n,
+        "timing": {k: summary(v, n, cpu[k]) for k, v in times.items()},
+        "speed_vs_torchattacks": {"cflight": round(statistics.median(times["torchattacks"])
+                                                   / statistics.median(times["cflight"]), 3)},
+        "speed_vs_torchattacks_cpu_time": {"cflight": round(statistics.median(cpu["torchattacks"])
+                                                            / statistics.median(cpu["cflight"]), 3)},
+        "agreement_best_iterate_same_start": loss_agreement(l_cf[0], l_peer[0]),
+        "mean_loss_same_start": {"torchattacks": float(l_peer[0].mean()), "cflight": float(l_cf[0].mean())},
+        "success_rate_same_start": {"torchattacks": success_rate(l_peer[1], labels, False),
+                                    "cflight": success_rate(l_cf[1], labels, False)},
+        "success_rate_public_call": {k: success_rate(v[1], labels, False) for k, v in public.items()},
+        "evaluations_per_image": evals,
+    })
+    print(json.dumps({"model": path, "case": rows[-1]["case"], "speed": rows[-1]["speed_vs_torchattacks"],
+                      "share_within_tol": rows[-1]["agreement_best_iterate_same_start"]["share_within_tol"]}),
+          flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256, help="MNIST test images (one batch)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/pgd_vs_torchattacks.json")
+    args = ap.parse_args(argv)
+    import torchattacks
+
+    from cflight.data import MNISTDataModule
+
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    dm = MNISTDataModule(root="data", batch_size=args.n, predict_limit=args.n, morphometrics=False)
+    dm.setup("predict")
+    x = next(iter(dm.predict_dataloader()))["image"].to(dev)
+    load = os.getloadavg()
+    runs = [r for path in MODELS for r in run_model(path, x, args.repeats, dev)]
+    result = {
+        **provenance(__file__, argv, dev), "torchattacks": torchattacks.__version__,
+        "images": f"first {args.n} MNIST test",
+        "load_average_1_5_15": {"start": [round(v, 2) for v in load],
+                                "end": [round(v, 2) for v in os.getloadavg()]},
+        "timing": "wall seconds of one full attack call on the batch, variants interleaved; median and "
+                  "min-max over the repeats, after one untimed warm-up call of each (the one whose "
+                  "evaluations are counted)",
+        "runs": runs,
+    }
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""benchmarks/pgd_vs_torchattacks.py: agreement measures on constructed inputs, and a smoke run on a tiny
+model (skipped without torchattacks, a benchmark-only dependency)."""
+import math
+
+import pytest
+import torch
+
+from benchmarks import pgd_vs_torchattacks as B
+from cflight.methods import functional as Fn
+from tests.methods.test_svce import TinyMLP
+
+
+def test_loss_agreement_on_constructed_losses():
+    a = torch.tensor([1.0, 2.0, -3.0, 0.0], dtype=torch.float64)
+    # equal, within 1e-4 relative, off by 0.1, within the absolute floor
+    b = torch.tensor([1.0, 2.0 + 1e-5, -3.1, 5e-7], dtype=torch.float64)
+    out = B.loss_agreement(a, b)
+    assert out["share_within_tol"] == 0.75
+    assert math.isclose(out["max_abs_diff"], 0.1, rel_tol=1e-6)
+    assert math.isclose(out["mean_abs_diff"], (1e-5 + 0.1 + 5e-7) / 4, rel_tol=1e-6)
+    assert math.isclose(out["mean_diff_cflight_minus_peer"], (-1e-5 + 0.1 - 5e-7) / 4, rel_tol=1e-6)
+    assert B.loss_agreement(a, a)["share_within_tol"] == 1.0 and B.loss_agreement(a, a)["max_abs_diff"] == 0
+    with pytest.raises(ValueError, match="one shape"):
+        B.loss_agreement(a, b[:3])
+
+
+def test_success_rate_and_per_image_loss():
+    labels = torch.tensor([0, 1, 2, 1])
+    pred = torch.tensor([0, 2, 2, 0])
+    assert B.success_rate(pred, labels, targeted=True) == 0.5
+    assert B.success_rate(pred, labels, targeted=False) == 0.5
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity())
+    x = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])).reshape(2, 1, 1, 3)  # logits = log p
+    loss, p = B.per_image_loss(model, x, torch.tensor([0, 1]), targeted=False)
+    torch.testing.assert_close(loss, -torch.log(torch.tensor([0.5, 0.8])).double())
+    assert torch.equal(p, torch.tensor([0, 1]))
+    loss_t, _ = B.per_image_loss(model, x, torch.tensor([1, 2]), targeted=True)
+    torch.testing.assert_close(loss_t, torch.log(torch.tensor([0.25, 0.1])).double())
+
+
+def test_apgd_start_is_torchattacks_start_in_ball_and_box():
+    x = torch.rand(3, 1, 6, 6)
+    s = B.apgd_start(x, 0.3, seed=0)
+    assert torch.equal(s, B.apgd_start(x, 0.3, seed=0))
+    assert (s >= 0).all() and (s <= 1).all()
+    assert (Fn.lp_norm(s - x, math.inf) <= 0.3 + 1e-6).all()
+
+
+def test_smoke_run_on_a_tiny_model():
+    pytest.importorskip("torchattacks")
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 6, 6)
+    cases = (("pgd_linf_3", "linf", 0.1, 0.02, 3, False), ("pgd_l2_3_targeted", "l2", 0.5, 0.1, 3, True))
+    rows = B.run_model("tiny", x, 1, torch.device("cpu"), cases=cases, apgd_steps=5,
+                       load=lambda _: TinyMLP(dtype=torch.float32))
+    assert [r["case"] for r in rows] == ["pgd_linf_3", "pgd_l2_3_targeted", "apgd_linf_5"]
+    linf = rows[0]
+    assert set(linf["timing"]) == {"torchattacks", "cflight_last", "cflight_best"}
+    # PGD-3 from the image, the last iterate: 3 gradient steps on both sides (cflight: + 1 forward for aux)
+    assert linf["evaluations_per_image"]["torchattacks"] == {"forward": 3.0, "backward": 3.0}
+    assert linf["evaluations_per_image"]["cflight_last"] == {"forward": 4.0, "backward": 3.0}
+    assert linf["evaluations_per_image"]["cflight_best"] == {"forward": 4.0, "backward": 3.0}
+    assert linf["agreement_last_iterate"]["max_abs_diff"] < 1e-4  # the same algorithm on the same start
+    assert rows[2]["evaluations_per_image"]["cflight"]["backward"] == 6.0  # x0 … x5
+    for r in rows:
+        assert all(t["images_per_s"] > 0 for t in r["timing"].values())

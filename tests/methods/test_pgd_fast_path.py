@@ -1,0 +1,139 @@
+"""PGD's gradient-free last evaluation (issue 13): the same iterates and outputs as the previous semantics,
+one backward pass fewer."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cflight.methods import PGD
+from cflight.methods import functional as Fn
+from cflight.methods.pgd import make_loss
+from cflight.methods.svce import make_loss_grad
+from cflight.metrics.cost import EvaluationCounter
+from cflight.types import ClassTarget
+from tests.methods.test_svce import TinyMLP, _x
+
+EPS = {"linf": 0.1, "l2": 0.6, "l1": 2.0}
+
+
+def reference_pgd(x, loss_grad, eps, norm, steps, eta, keep_best):
+    """The loop before the change, written out: N + 1 loss-and-gradient evaluations with keep_best (strict
+    improvement), the last iterate after N otherwise."""
+    z, best_x, best_l, best_aux = x.clone(), None, None, None
+    for i in range(steps + int(keep_best)):
+        loss, g, aux = loss_grad(z)
+        if best_x is None or keep_best:
+            better = torch.ones_like(loss, dtype=torch.bool) if best_x is None else loss > best_l
+            w = better.view(-1, 1, 1, 1)
+            best_x = z.clone() if best_l is None else torch.where(w, z, best_x)
+            best_aux = aux.clone() if best_l is None else torch.where(better[:, None], aux, best_aux)
+            best_l = loss.clone() if best_l is None else torch.where(better, loss, best_l)
+        if i == steps:
+            break
+        z = Fn.project_lp_box(z + eta * Fn.steepest_ascent(g, norm), x, eps, norm)
+    return (best_x, best_l, best_aux) if keep_best else (z, None, None)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("objective", ["log_conf", "ce"])
+def test_loss_only_gives_the_same_result_float64(norm, objective):
+    model, x = TinyMLP(), _x(6)
+    target = ClassTarget(torch.tensor([0, 1, 2, 1, 0, 2]), 0.9)
+    pred = model(x).detach()
+    lg, lo = make_loss_grad(model, target, objective, pred), make_loss(model, target, objective, pred)
+    eps, steps = EPS[norm], 7
+    eta = 2.5 * eps / steps
+    ref_x, ref_l, ref_aux = reference_pgd(x, lg, eps, norm, steps, eta, keep_best=True)
+    old = Fn.pgd(x, lg, eps, norm, steps, eta, keep_best=True)
+    new = Fn.pgd(x, lg, eps, norm, steps, eta, keep_best=True, loss_only=lo)
+    for res in (old, new):
+        assert torch.equal(res.x, ref_x) and torch.equal(res.loss, ref_l) and torch.equal(res.aux, ref_aux)
+    assert torch.equal(new.loss0, old.loss0)
+    last = Fn.pgd(x, lg, eps, norm, steps, eta, keep_best=False, loss_only=lo)
+    assert torch.equal(last.x, reference_pgd(x, lg, eps, norm, steps, eta, keep_best=False)[0])
+    assert torch.isnan(last.loss).all() and last.aux is None
+
+
+def test_loss_only_matches_loss_grad():
+    model, x = TinyMLP(), _x(4)
+    target = ClassTarget(torch.tensor([0, 1, 2, 1]), 0.9)
+    loss, _, aux = make_loss_grad(model, target)(x)
+    loss2, aux2 = make_loss(model, target)(x)
+    assert torch.equal(loss, loss2) and torch.equal(aux, aux2) and not aux2.requires_grad
+    rows = torch.tensor([3, 1])
+    loss3, _ = make_loss(model, target)(x[rows], rows)
+    assert torch.equal(loss3, loss[rows])
+
+
+def test_loss_only_identical_in_float32_conv_model():
+    """A float32 conv net (MNIST-like, oneDNN kernels): the gradient-free forward is bit for bit the
+    graph's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 13 * 13, 10))
+    model.eval().requires_grad_(False)
+    x = torch.rand(8, 1, 28, 28)
+    target = ClassTarget(torch.arange(8) % 10, 0.5)
+    lg, lo = make_loss_grad(model, target), make_loss(model, target)
+    for norm, eps in (("linf", 0.3), ("l2", 2.0)):
+        old = Fn.pgd(x, lg, eps, norm, 5, None, keep_best=True)
+        new = Fn.pgd(x, lg, eps, norm, 5, None, keep_best=True, loss_only=lo)
+        assert torch.equal(old.x, new.x) and torch.equal(old.loss, new.loss) and torch.equal(old.aux, new.aux)
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_method_counts_one_backward_fewer(early_stop):
+    model, x = TinyMLP(), _x(5)
+    target = ClassTarget(torch.full((5,), 2), 0.999999)  # unreachable: every row runs every step
+    pred = model(x).detach()
+    counter = EvaluationCounter({"model": model})
+    with counter:
+        out = PGD(eps=0.5, norm="l2", steps=6, random_start=False, early_stop=early_stop)(x, target, model,
+                                                                                          pred=pred)
+    ev = counter.summary(num_images=5)["evaluations_per_image"]["model"]
+    assert ev == {"forward": 7.0, "backward": 6.0 if not early_stop else 7.0}
+    lg = make_loss_grad(model, target, "log_conf")
+    ref_x, ref_l, ref_aux = reference_pgd(x, lg, 0.5, "l2", 6, 2.5 * 0.5 / 6, keep_best=True)
+    assert torch.equal(out.x_cf, ref_x) and torch.equal(out.extras["loss"], ref_l)
+    assert torch.equal(out.pred_cf, ref_aux)
+    assert not math.isnan(float(out.extras["loss"].sum()))
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.3, 1.0, 3.0])
+def test_l2_scale_equals_sorted_solve_float64(scale):
+    """The sort-free l2 projection scale against the sorted solve, from ball-only to box-dominated steps."""
+    from cflight.methods.functional.lp_geometry import _l2_scale, _saturating_scale
+
+    g = torch.Generator().manual_seed(int(scale * 100))
+    x = torch.rand(64, 784, generator=g, dtype=torch.float64) * (torch.rand(64, 784, generator=g) > 0.6)
+    z = x + scale * torch.randn(64, 784, generator=g, dtype=torch.float64)
+    d = z - x
+    sgn = d.sign()
+    u = ((0.5 - x) * sgn + 0.5) * sgn.abs()
+    a = d.abs()
+    eps_p = torch.full((64,), 2.0 ** 2, dtype=torch.float64)
+    eps_p[:4] = 1e6  # the whole box corner fits
+    t_sort = _saturating_scale(u * u, a * a, eps_p)
+    t_fast = _l2_scale(u * u, a * a, eps_p)
+    small = t_sort < 1
+    torch.testing.assert_close(t_fast[small], t_sort[small], rtol=1e-12, atol=0)
+    assert (t_fast[~small] >= 1).all()
+    for rounds in (0, 1):  # too few rounds: the rest fall back to the sort
+        torch.testing.assert_close(_l2_scale(u * u, a * a, eps_p, rounds=rounds)[small], t_sort[small],
+                                   rtol=1e-12, atol=0)
+
+
+def test_l2_projection_is_nearest_point_float64():
+    """Closed form: the projection of z onto B_2(x, ε) ∩ box is clip(x + t(z − x)) with ‖·‖ = ε when z is out,
+    and no feasible point of random perturbations is nearer."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(16, 1, 8, 8, generator=g, dtype=torch.float64)
+    z = x + 0.8 * torch.randn(16, 1, 8, 8, generator=g, dtype=torch.float64)
+    p = Fn.project_l2_box(z, x, 1.0)
+    assert (Fn.lp_norm(p - x, 2) <= 1 + 1e-12).all() and (p >= 0).all() and (p <= 1).all()
+    out = Fn.lp_norm(z.clamp(0, 1) - x, 2) > 1
+    torch.testing.assert_close(Fn.lp_norm(p - x, 2)[out], torch.ones(int(out.sum()), dtype=torch.float64))
+    for _ in range(20):
+        q = Fn.project_l2_box(p + 0.01 * torch.randn(p.shape, generator=g, dtype=torch.float64), x, 1.0)
+        assert (Fn.lp_norm(q - z, 2) >= Fn.lp_norm(p - z, 2) - 1e-12).all()
