@@ -580,11 +580,13 @@ class CounterfactualWriter(BasePredictionWriter):
         """The job's last words: headline numbers, where its outputs are and where its W&B run is."""
         validity = f"{metrics['validity']:.3f}" if metrics.get("validity") is not None else None
         fid = f", FID {metrics['fid']:.3g} vs the originals" if metrics.get("fid") is not None else ""
+        oracle = (f", oracle validity {metrics['oracle_validity']:.3f}"
+                  if isinstance(metrics.get("oracle_validity"), float) else "")
         steps = f", median steps {metrics['median_steps']:g}" if "median_steps" in metrics else ""
         pages = f" ({png_pages} pages)" if png_pages > 1 else ""
         html_note = f" (index of {html_pages} pages in gallery_html/)" if html_pages else ""
         what = f"{n_images} images toward {metrics['n']} targets" if n_images != metrics["n"] else f"{metrics['n']} images"
-        lines = [f"cflight: explained {what} (validity {validity}{steps}{fid})",
+        lines = [f"cflight: explained {what} (validity {validity}{oracle}{steps}{fid})",
                  f"  outputs in {os.path.abspath(out_dir)}/ (results.csv, metrics.json, gallery.png{pages}, "
                  f"gallery.html{html_note}{extra})"]
         for logger in trainer.loggers if trainer is not None else []:

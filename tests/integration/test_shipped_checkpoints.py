@@ -91,7 +91,9 @@ def test_main_job_on_shipped_checkpoints(tmp_path, monkeypatch, capsys) -> None:
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
     for name in ["gallery.png", "gallery.html", "global_attribution.png", "config.yaml"]:
         assert (out / name).is_file(), name
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out) in printed
+    assert f"oracle validity {metrics['oracle_validity']:.3f}" in printed  # the end summary, beside validity
 
 
 @pytest.mark.parametrize("config, limit, min_validity", [
