@@ -21,12 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
 from cflight.data import _checks
 from cflight.data.datamodules import ImageDataModule
-from cflight.data.folder import UNREADABLE_ERRORS, read_partition, read_table
+from cflight.data.folder import read_or_placeholder, read_partition, read_table
 from cflight.data.transforms import load_image
 from cflight.types import READABLE
 from cflight.validation import BadInputError
@@ -94,6 +93,7 @@ class CelebAHQ(Dataset):
         side = _checks.positive_int("image_size", image_size)
         self.image_size, self.in_channels = (side, side), 3
         self.on_unreadable = _checks.choice("on_unreadable", on_unreadable, ["raise", "skip"])
+        self._warned: set[str] = set()
         images = self.root / IMAGE_FOLDER
         header, rows = read_table(self.root / ATTRIBUTES_FILE)
         if label_column not in header[1:]:
@@ -126,14 +126,10 @@ class CelebAHQ(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
-        path, readable = self.files[i], True
-        try:
-            image = load_image(str(path), 3, None, self.image_size[0])
-        except UNREADABLE_ERRORS as err:
-            if self.on_unreadable == "raise":
-                raise BadInputError(f"image file '{path}' cannot be read ({type(err).__name__}); replace it") \
-                    from None
-            image, readable = torch.zeros(3, *self.image_size), False
+        path = self.files[i]
+        image, readable = read_or_placeholder(path, lambda: load_image(str(path), 3, None, self.image_size[0]),
+                                              (3, *self.image_size), self.on_unreadable, self._warned,
+                                              "replace it")
         return {"image": image, "index": self.indices[i], "label": self.labels[i], READABLE: readable}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,6 +36,25 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 # what PIL raises for a file it cannot decode (damaged, truncated, not an image, vanished, unreadable)
 UNREADABLE_ERRORS = (OSError, EOFError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def read_or_placeholder(path: str | os.PathLike, read: Callable[[], torch.Tensor], shape: tuple[int, ...],
+                        on_unreadable: str, warned: set[str], advice: str = "replace or delete it",
+                        ) -> tuple[torch.Tensor, bool]:
+    """``(read(), True)``, or for a file that cannot be decoded: with ``on_unreadable="raise"`` one line naming
+    it and ``advice``; otherwise a zero placeholder of ``shape`` and ``False`` (an explanation job records the
+    image as unreadable), warning once per file (``warned`` holds the files already named)."""
+    try:
+        return read(), True
+    except UNREADABLE_ERRORS as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
+        what = f"image file '{path}' cannot be read ({type(err).__name__}: {detail})"
+        if on_unreadable == "raise":
+            raise BadInputError(f"{what}; {advice}") from None
+        if str(path) not in warned:
+            warned.add(str(path))
+            warnings.warn(f"{what}: skipped (recorded as unreadable, not explained)", stacklevel=4)
+        return torch.zeros(*shape), False
 
 
 def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
@@ -281,18 +301,13 @@ class ImageFolderDataset(Dataset):
         """Image ``i`` and whether its file could be read (else, with ``on_unreadable="skip"``, a zero
         placeholder)."""
         path = self.files[i]
-        try:
-            image = load_image(str(path), self.in_channels, self.crop_size, self.resize_to)
-        except UNREADABLE_ERRORS as err:
-            detail = str(err).strip().splitlines()[0] if str(err).strip() else "no details"
-            what = f"image file '{path}' cannot be read ({type(err).__name__}: {detail})"
-            if self.on_unreadable == "raise":
-                raise BadInputError(f"{what}; replace or delete it (explanation jobs skip such files and "
-                                    "record them; training stops so no placeholder is learned)") from None
-            if str(path) not in self._warned:
-                self._warned.add(str(path))
-                warnings.warn(f"{what}: skipped (recorded as unreadable, not explained)", stacklevel=3)
-            return torch.zeros(self.in_channels, *self.image_size), False
+        image, readable = read_or_placeholder(
+            path, lambda: load_image(str(path), self.in_channels, self.crop_size, self.resize_to),
+            (self.in_channels, *self.image_size), self.on_unreadable, self._warned,
+            "replace or delete it (explanation jobs skip such files and record them; training stops so no "
+            "placeholder is learned)")
+        if not readable:
+            return image, False
         if tuple(image.shape[1:]) != tuple(self.image_size):
             h, w = self.image_size
             raise BadInputError(f"image file '{path}' is {image.shape[1]}×{image.shape[2]}, the folder's "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from torchvision.transforms import functional as TF
 
 from cflight.data import _checks
 from cflight.data.datamodules import ImageDataModule
-from cflight.data.folder import IMAGE_EXTENSIONS, UNREADABLE_ERRORS, list_images
+from cflight.data.folder import IMAGE_EXTENSIONS, list_images, read_or_placeholder
 from cflight.types import READABLE
 from cflight.validation import BadInputError
 
@@ -207,18 +206,13 @@ class ImageNetVal(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
-        path, readable = self.files[i], True
-        try:
+        path = self.files[i]
+
+        def read() -> torch.Tensor:
             with Image.open(path) as im:
-                image = preprocess(im, self.preprocessing, self.image_size[0])
-        except UNREADABLE_ERRORS as err:
-            what = f"image file '{path}' cannot be read ({type(err).__name__})"
-            if self.on_unreadable == "raise":
-                raise BadInputError(f"{what}; replace or delete it") from None
-            if str(path) not in self._warned:
-                self._warned.add(str(path))
-                warnings.warn(f"{what}: skipped (recorded as unreadable, not explained)", stacklevel=2)
-            image, readable = torch.zeros(3, *self.image_size), False
+                return preprocess(im, self.preprocessing, self.image_size[0])
+
+        image, readable = read_or_placeholder(path, read, (3, *self.image_size), self.on_unreadable, self._warned)
         return {"image": image, "index": self.indices[i], "label": self.labels[i], READABLE: readable}
 
 
