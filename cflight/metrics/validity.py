@@ -16,13 +16,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cflight.methods.functional.core import class_probability, decision_reached, target_reached
+from cflight.methods.functional.core import class_probability, decision_reached, predicted_class, target_reached
 from cflight.types import ClassTarget, Target
-
-
-def predicted_class(outputs: Tensor) -> Tensor:
-    """``[B]`` long: ``argmax`` of ``[B, K]`` logits, or ``1[logit > 0]`` for a binary model (``K = 1``)."""
-    return (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)
 
 
 def flipped(outputs: Tensor, outputs_cf: Tensor) -> Tensor:

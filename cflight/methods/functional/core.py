@@ -11,8 +11,8 @@ from torch import Tensor
 from cflight.rng import per_sample_normal  # re-exported: per-sample noise lives in the low-level cflight.rng
 from cflight.types import ClassTarget, RegressionTarget
 
-__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "decision_reached", "l1_distance", "l2_distance",
-           "per_sample_normal", "target_reached", "threshold_reached"]
+__all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "decision_reached", "l1_distance",
+           "l2_distance", "per_sample_normal", "predicted_class", "target_reached", "threshold_reached"]
 
 OBJECTIVES = ("prob", "logit", "log_prob")
 
@@ -83,6 +83,11 @@ def target_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tenso
     return err <= torch.as_tensor(target.tolerance, dtype=err.dtype, device=err.device)
 
 
+def predicted_class(outputs: Tensor) -> Tensor:
+    """``[B]`` long: ``argmax`` of ``[B, K]`` logits, or ``1[logit > 0]`` for a binary model (``K = 1``)."""
+    return (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)
+
+
 def decision_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
     """``[B]`` bool: the model's *decision* on ``out`` is the target — its predicted class (``argmax``, or
     ``logit > 0`` for a one-logit model) is the target class (``direction == +1``) or is not the class to leave
@@ -94,7 +99,7 @@ def decision_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Ten
     """
     if not isinstance(target, ClassTarget):
         return target_reached(out, target)
-    pred = (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
+    pred = predicted_class(out)
     classes, direction = target.classes.to(pred.device), target.direction.to(pred.device)
     return torch.where(direction > 0, pred == classes, pred != classes)
 
