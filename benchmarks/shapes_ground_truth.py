@@ -1,33 +1,48 @@
 """Ground truth on shapes: do global explanations of latent counterfactuals name the factor that matters?
 
 On the procedural ``shapes`` dataset every image's generative factors are known, so an explanation can be
-checked against the truth (issue 3, item 5):
+checked against the truth (issue 3, item 5; issue 13, item 6):
 
 (a) a classifier whose label is the shape alone is explained by Counterfactual Attacks (each image toward its
     second most likely shape, p > 0.9) through a VAE and through a GAN; the global explanation per target
     shape should rank a shape descriptor first (``shape_rank_vae`` / ``shape_rank_gan``: the worst target's
     best-ranked shape descriptor, 1 = top);
-(b) a classifier trained where a white corner marker accompanies 90 % of the circles (class 0) and no other
+(b) a classifier trained where a white corner cross accompanies 90 % of the circles (class 0) and no other
     shape is explained by counterfactuals into class 0; the marker should be in the top 2
     (``marker_rank_vae`` / ``marker_rank_gan``). How much the classifier relies on the marker is measured
     directly (the share of marked squares and triangles it calls circles), and the same classifier trained
     longer, when it relies on the marker less, is run as a control.
 
-Every piece is trained with the project's configs (``configs/train/shapes_*.yaml``, through ``CflightCLI``
-with ``run=False``) and the counterfactuals come from ``configs/explain/latent_attack_shapes*.yaml``
-(``ExplainModule`` + ``LatentAttack``; the GAN through ``GANManifold`` projection started from its encoder).
-The generative and descriptor models see the marker on half of the images independently of the shape, so a
-marker in a counterfactual can only come from the explained model. Counterfactuals are attributed in image
-space by a descriptor CNN trained on the ground-truth factors (the generator's reconstruction against the
-counterfactual) and, for reference, by linear heads on each generator's latent. Only valid counterfactuals of
-images whose reconstruction the classifier still assigns to the original's class enter the global
-explanation (``GlobalAttribution``, per target class: signed means over several targets would cancel).
-Changes are ranked after dividing each descriptor by its ground-truth standard deviation over the training
-data, so the continuous factors (size, position, ...) and the probabilities of binary ones share one scale;
-the unscaled ranking is reported beside it.
+Parts (a) and (b) run for several seeds (default 0, 1, 2: the classifiers' training seed and the attack's
+seed); what does not depend on the seed (the VAE, the GAN, the descriptor CNN and the latent heads) is
+trained once. Each seed's ranks are reported, with their minimum, maximum and median.
 
-    .venv/bin/python benchmarks/shapes_ground_truth.py            # ~10-15 min on one CPU core
-    .venv/bin/python benchmarks/shapes_ground_truth.py --quick    # smoke run, < 1 min
+``--matrix`` (its own run, its own time) adds the matrix of ``benchmarks/shapes_matrix.py``: true causes
+(shape, colour, size) x planted shortcuts (the base marker, another corner, another marker shape, another
+class, a lower frequency) x methods (Counterfactual Attacks with the VAE and the GAN, SVCE, PGD, APGD), with
+each classifier's measured reliance on its shortcut, radii calibrated to the shortcut's own norm and the change
+mass inside the shortcut's pixels beside the descriptor ranks.
+
+Every piece is trained with the project's configs (``configs/train/shapes_*.yaml``, through ``CflightCLI``
+with ``run=False``) and the counterfactuals of (a) and (b) come from
+``configs/explain/latent_attack_shapes*.yaml`` (``ExplainModule`` + ``LatentAttack``; the GAN through
+``GANManifold`` projection started from its encoder). The generative and descriptor models see a marker on
+half of the images independently of the shape (a cross or a square patch, top left or bottom right, drawn
+uniformly), so a marker in a counterfactual can only come from the explained model. Counterfactuals are
+attributed in image space by a descriptor CNN trained on the ground-truth factors (the generator's
+reconstruction against the counterfactual) and, for reference, by linear heads on each generator's latent.
+Only valid counterfactuals of images whose reconstruction the classifier still assigns to the original's class
+enter the global explanation (``GlobalAttribution``, per target class: signed means over several targets would
+cancel). Changes are ranked after dividing each descriptor by its ground-truth standard deviation over the
+training data, so the continuous factors (size, position, ...) and the probabilities of binary ones share one
+scale; the unscaled ranking is reported beside it.
+
+Tasks run on ``--workers`` processes (default 2, one torch thread each), each as soon as what it needs is
+trained: the GAN (about half an hour on one core) trains while the other worker does everything else.
+
+    .venv/bin/python benchmarks/shapes_ground_truth.py            # (a) + (b), 3 seeds: ~40 min on 2 cores
+    .venv/bin/python benchmarks/shapes_ground_truth.py --matrix   # and the matrix (shapes_matrix.json)
+    .venv/bin/python benchmarks/shapes_ground_truth.py --quick    # smoke run, ~2 min
 """
 from __future__ import annotations
 
@@ -47,11 +62,14 @@ from typing import Any
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.task_pool import Task, run_tasks  # noqa: E402
 from cflight.attribution import GlobalAttribution, latent_attribution, summarise  # noqa: E402
 from cflight.cli import CflightCLI  # noqa: E402
 from cflight.data import ShapesDataset  # noqa: E402
@@ -81,10 +99,19 @@ class Settings:
     projection_steps: int = 200
     std_samples: int = 4000
     control_epochs: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # the matrix (benchmarks/shapes_matrix.py): images explained per cell and method, and the radius of the
+    # pixel-space methods as a multiple of the shortcut's own norm (1.5: room to paint the whole marker)
+    matrix_n_explain: int = 150
+    matrix_radius_factor: float = 1.5
+    matrix_cells: tuple[str, ...] | None = None  # None: every cell
+    # development only: keep checkpoints already in the work directory (a published result never does)
+    reuse_checkpoints: bool = False
 
 
 QUICK = Settings(n_train=256, n_val=64, n_test=64, epochs={k: 1 for k in TRAIN}, n_explain=24, max_steps=20,
-                 projection_steps=3, std_samples=256, control_epochs=1)
+                 projection_steps=3, std_samples=256, control_epochs=1, seeds=(0, 1), matrix_n_explain=12,
+                 matrix_cells=("shape/base", "size/corner"))
 
 
 def instantiate(config: Path, overrides: list[str], workdir: Path) -> CflightCLI:
@@ -107,12 +134,15 @@ def data_overrides(s: Settings, n_explain: bool = False) -> list[str]:
 
 
 def fit(name: str, s: Settings, workdir: Path, extra: Sequence[str] = (), reuse: bool = False,
-        tag: str | None = None) -> dict[str, Any]:
-    """Train ``configs/train/shapes_<name>.yaml``; returns the checkpoint, validation metrics and seconds."""
+        tag: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Train ``configs/train/shapes_<name>.yaml`` (``seed``: its ``seed_everything``; ``None``: the config's);
+    returns the checkpoint, validation metrics and seconds."""
     tag = tag or name
+    if seed is not None:
+        extra = [f"--seed_everything={seed}", *extra]
     ckpt = workdir / f"{tag}.ckpt"
     meta = workdir / f"{tag}.json"
-    if reuse and ckpt.is_file() and meta.is_file():
+    if (reuse or s.reuse_checkpoints) and ckpt.is_file() and meta.is_file():
         return json.loads(meta.read_text())
     t0 = time.perf_counter()
     epochs = [f"--trainer.max_epochs={s.epochs[name]}"] if name in s.epochs else []
@@ -126,9 +156,10 @@ def fit(name: str, s: Settings, workdir: Path, extra: Sequence[str] = (), reuse:
     return info
 
 
-def explain(part: str, generator: str, paths: dict[str, str], s: Settings,
-            workdir: Path) -> dict[str, Tensor]:
-    """Run the explanation config of ``part`` with the VAE or the GAN; all rows, concatenated."""
+def explain(part: str, generator: str, paths: dict[str, str], s: Settings, workdir: Path,
+            seed: int = 0) -> dict[str, Tensor]:
+    """Run the explanation config of ``part`` with the VAE or the GAN (``seed``: the job's and the attack's
+    seed); all rows, concatenated."""
     if generator == "vae":
         gen = paths["vae"]
     else:  # projection by optimisation, started from the GAN's encoder (the paper's projector, shortened)
@@ -136,10 +167,11 @@ def explain(part: str, generator: str, paths: dict[str, str], s: Settings,
                f"steps: {s.projection_steps}, n_candidates: 0}}}}")
     overrides = [f"--model.init_args.model={paths['classifier' if part == 'shape' else 'classifier_marker']}",
                  f"--model.init_args.descriptors={paths['descriptors']}",
-                 f"--model.init_args.method.init_args.generator={gen}", *data_overrides(s, n_explain=True)]
+                 f"--model.init_args.method.init_args.generator={gen}", f"--seed_everything={seed}",
+                 f"--model.init_args.method.init_args.seed={seed}", *data_overrides(s, n_explain=True)]
     if s.max_steps is not None:
         overrides.append(f"--model.init_args.method.init_args.max_steps={s.max_steps}")
-    cli = instantiate(EXPLAIN[part], overrides, workdir / f"explain_{part}_{generator}")
+    cli = instantiate(EXPLAIN[part], overrides, workdir / f"explain_{part}_{generator}_seed{seed}")
     batches = cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=True)
     batches = [b for b in batches if b]  # a batch with nothing to explain returns None
     rows = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
@@ -225,27 +257,25 @@ def marker_reliance(classifier_ckpt: str, s: Settings, n: int = 300) -> float:
         return round(float((clf(marked).argmax(1) == 0).float().mean()), 4)
 
 
-def train_all(s: Settings, workdir: Path, reuse: bool) -> dict[str, dict[str, Any]]:
-    """Every model of the benchmark, trained from its config (``--reuse``: kept from an earlier run)."""
-    trained = {name: fit(name, s, workdir, reuse=reuse)
-               for name in ("classifier", "classifier_marker", "vae", "gan", "descriptors")}
-    # the control of part (b): the same spurious classifier trained longer, when it leans on the shape more
-    trained["classifier_marker_long"] = fit("classifier_marker", s, workdir, reuse=reuse,
-                                            tag="classifier_marker_long",
-                                            extra=[f"--trainer.max_epochs={s.control_epochs}"])
-    for gen in ("vae", "gan"):  # the paper's cheap path: linear heads on each generator's latent
-        latent_dim = yaml.safe_load(TRAIN[gen].read_text())["model"]["init_args"]["net_kwargs"]["latent_dim"]
-        heads = [f"--model.init_args.encoder={trained[gen]['checkpoint']}",
-                 f"--model.init_args.net_kwargs.latent_dim={latent_dim}"]
-        trained[f"heads_{gen}"] = fit("descriptors_latent", s, workdir, heads, reuse, tag=f"heads_{gen}")
-    return trained
+def latent_dim(gen: str) -> int:
+    return yaml.safe_load(TRAIN[gen].read_text())["model"]["init_args"]["net_kwargs"]["latent_dim"]
+
+
+def base_explain_task(part: str, gen: str, paths: dict[str, str], s: Settings, workdir: Path, std: list[float],
+                      seed: int) -> dict[str, Any]:
+    """One (part, generator, seed) explanation with its ranks, and the explained classifier's marker reliance."""
+    out = explain_and_rank("marker" if part == "marker_long" else part, gen, paths, s, workdir,
+                           torch.tensor(std, dtype=torch.float64), seed)
+    if part != "shape":
+        out["marker_reliance"] = marker_reliance(paths["classifier_marker"], s)
+    return out
 
 
 def explain_and_rank(part: str, gen: str, paths: dict[str, str], s: Settings, workdir: Path,
-                     std: Tensor) -> dict[str, Any]:
+                     std: Tensor, seed: int = 0) -> dict[str, Any]:
     """Counterfactuals of one (part, generator) pair, their statistics and the three rankings."""
     t0 = time.perf_counter()
-    rows = explain(part, gen, paths, s, workdir)
+    rows = explain(part, gen, paths, s, workdir, seed)
     image_descriptors = load_net(paths["descriptors"], "descriptor")
     heads = load_net(paths[f"heads_{gen}"], "descriptor")
     names = list(image_descriptors.names)
@@ -259,48 +289,128 @@ def explain_and_rank(part: str, gen: str, paths: dict[str, str], s: Settings, wo
             "ranks": ranks, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def run(s: Settings, workdir: Path, reuse: bool) -> dict[str, Any]:
-    t_start = time.perf_counter()
-    trained = train_all(s, workdir, reuse)
-    paths = {k: v["checkpoint"] for k, v in trained.items()}
-    names = list(load_net(paths["descriptors"], "descriptor").names)
-    std = descriptor_std(s, TRAIN["descriptors"])
+SHARED = ("vae", "gan", "descriptors")  # trained once: they do not depend on the seed
 
-    results: dict[str, Any] = {}
-    explained: dict[str, Any] = {}
-    for part in ("shape", "marker"):
-        for gen in ("vae", "gan"):
-            explained[f"{part}_{gen}"] = explain_and_rank(part, gen, paths, s, workdir, std)
-            results[f"{part}_rank_{gen}"] = explained[f"{part}_{gen}"]["ranks"]["image_std"]["rank"]
-    control = {"classifier_epochs": s.control_epochs,
-               "marker_reliance": marker_reliance(paths["classifier_marker_long"], s)}
-    long_paths = {**paths, "classifier_marker": paths["classifier_marker_long"]}
+
+def base_tasks(s: Settings, workdir: Path, std: list[float]) -> list[Task]:
+    """Parts (a) and (b), in urgency order: the GAN first (the longest), then per seed the classifiers and the
+    VAE explanations, then what needs the GAN."""
+    tasks = [Task(name, fit, lambda r, n=name: (n, s, workdir), ()) for name in SHARED]
+    for gen in ("vae", "gan"):  # the paper's cheap path: linear heads on each generator's latent
+        tasks.append(Task(f"heads_{gen}", fit, lambda r, g=gen: (
+            "descriptors_latent", s, workdir, [f"--model.init_args.encoder={r[g]['checkpoint']}",
+                                               f"--model.init_args.net_kwargs.latent_dim={latent_dim(g)}"],
+            False, f"heads_{g}"), (gen,)))
+    for seed in s.seeds:
+        tasks += [Task(f"classifier/seed{seed}", fit, lambda r, k=seed: ("classifier", s, workdir, (), False,
+                                                                         f"classifier_seed{k}", k)),
+                  Task(f"classifier_marker/seed{seed}", fit, lambda r, k=seed: (
+                      "classifier_marker", s, workdir, (), False, f"classifier_marker_seed{k}", k)),
+                  # the control of (b): the same spurious classifier trained longer, when it leans on the shape
+                  Task(f"classifier_marker_long/seed{seed}", fit, lambda r, k=seed: (
+                      "classifier_marker", s, workdir, [f"--trainer.max_epochs={s.control_epochs}"], False,
+                      f"classifier_marker_long_seed{k}", k))]
     for gen in ("vae", "gan"):
-        explained[f"marker_long_{gen}"] = explain_and_rank("marker", gen, long_paths, s, workdir, std)
-        control[f"marker_rank_{gen}"] = explained[f"marker_long_{gen}"]["ranks"]["image_std"]["rank"]
-    return {**results, "goal": {"shape_rank": 1, "marker_rank_at_most": 2},
-            "goal_met": {k: v is not None and v <= (1 if k.startswith("shape") else 2)
-                         for k, v in results.items()},
-            "marker_reliance_of_spurious_classifier": marker_reliance(paths["classifier_marker"], s),
-            "control_longer_trained_spurious_classifier": control,
+        for seed in s.seeds:
+            for part in ("shape", "marker", "marker_long"):
+                clf = {"shape": "classifier", "marker": "classifier_marker",
+                       "marker_long": "classifier_marker_long"}[part]
+
+                def args(r, part=part, gen=gen, seed=seed, clf=clf):
+                    paths = {k: r[k]["checkpoint"] for k in (*SHARED, f"heads_{gen}")}
+                    key = "classifier" if part == "shape" else "classifier_marker"
+                    paths[key] = r[f"{clf}/seed{seed}"]["checkpoint"]
+                    return part, gen, paths, s, workdir, std, seed
+
+                tasks.append(Task(f"explain/{part}_{gen}/seed{seed}", base_explain_task, args,
+                                  (*SHARED, f"heads_{gen}", f"{clf}/seed{seed}")))
+    return tasks
+
+
+def spread(values: list[Any]) -> dict[str, Any]:
+    """Each seed's value and their minimum, maximum and median (``None`` values are left out of the three)."""
+    known = sorted(v for v in values if v is not None)
+    mid = None if not known else (known[len(known) // 2] if len(known) % 2 else
+                                  (known[len(known) // 2 - 1] + known[len(known) // 2]) / 2)
+    return {"per_seed": values, "min": known[0] if known else None, "max": known[-1] if known else None,
+            "median": mid}
+
+
+def summarise_base(results: dict[str, Any], s: Settings) -> dict[str, Any]:
+    """The published result of (a) and (b): per seed, and each figure's spread over the seeds."""
+    per_seed: dict[int, dict[str, Any]] = {}
+    for seed in s.seeds:
+        ex = {f"{part}_{gen}": results[f"explain/{part}_{gen}/seed{seed}"]
+              for part in ("shape", "marker", "marker_long") for gen in ("vae", "gan")}
+        ranks = {f"{part}_rank_{gen}": ex[f"{part}_{gen}"]["ranks"]["image_std"]["rank"]
+                 for part in ("shape", "marker") for gen in ("vae", "gan")}
+        per_seed[seed] = {
+            **ranks,
+            "goal_met": {k: v is not None and v <= (1 if k.startswith("shape") else 2) for k, v in ranks.items()},
+            "marker_reliance_of_spurious_classifier": ex["marker_vae"]["marker_reliance"],
+            "control_longer_trained_spurious_classifier": {
+                "classifier_epochs": s.control_epochs, "marker_reliance": ex["marker_long_vae"]["marker_reliance"],
+                **{f"marker_rank_{g}": ex[f"marker_long_{g}"]["ranks"]["image_std"]["rank"] for g in ("vae", "gan")}},
+            "explanations": ex,
+            "training": {k: results[f"{k}/seed{seed}"]
+                         for k in ("classifier", "classifier_marker", "classifier_marker_long")}}
+    keys = ("shape_rank_vae", "shape_rank_gan", "marker_rank_vae", "marker_rank_gan")
+    summary = {k: spread([per_seed[q][k] for q in s.seeds]) for k in keys}
+    summary["marker_reliance_of_spurious_classifier"] = spread(
+        [per_seed[q]["marker_reliance_of_spurious_classifier"] for q in s.seeds])
+    control = {k: spread([per_seed[q]["control_longer_trained_spurious_classifier"][k] for q in s.seeds])
+               for k in ("marker_reliance", "marker_rank_vae", "marker_rank_gan")}
+    return {**summary, "control_longer_trained_spurious_classifier": {"classifier_epochs": s.control_epochs,
+                                                                       **control},
+            "goal": {"shape_rank": 1, "marker_rank_at_most": 2},
+            "goal_met_all_seeds": {k: all(per_seed[q]["goal_met"][k] for q in s.seeds) for k in keys},
+            "seeds": list(s.seeds),
             "scoring": ("image-space descriptor CNN (reconstruction vs counterfactual), change / ground-truth"
                         " std, per target class; valid counterfactuals of faithfully reconstructed images"),
-            "explanations": explained,
-            "training": trained,
-            "descriptor_std": dict(zip(names, [round(float(v), 4) for v in std])),
-            "settings": dataclasses.asdict(s), "seconds": round(time.perf_counter() - t_start, 1)}
+            "per_seed": {str(q): v for q, v in per_seed.items()},
+            "training_shared": {k: results[k] for k in (*SHARED, "heads_vae", "heads_gan")}}
+
+
+def run(s: Settings, workdir: Path, matrix: bool = False, workers: int = 2) -> dict[str, Any]:
+    """Train and explain everything; ``{"base": ..., "matrix": ... or None, "timeline": ...}``."""
+    t_start = time.perf_counter()
+    std_t = descriptor_std(s, TRAIN["descriptors"])
+    std = [float(v) for v in std_t]
+    tasks = base_tasks(s, workdir, std)
+    if matrix:
+        from benchmarks import shapes_matrix
+
+        tasks += shapes_matrix.tasks(s, workdir, std)
+    results, timeline = run_tasks(tasks, workers=workers, dump_dir=workdir / "task_results")
+    base_keys = [t.key for t in base_tasks(s, workdir, std)]
+    base = summarise_base(results, s)
+    names = list(load_net(results["descriptors"]["checkpoint"], "descriptor").names)
+    base.update(descriptor_std=dict(zip(names, [round(v, 4) for v in std])), settings=dataclasses.asdict(s),
+                # (a) and (b) were done when their last task ended: a run without the matrix takes at most this
+                base_done_seconds=max(timeline[k]["end"] for k in base_keys),
+                seconds=round(time.perf_counter() - t_start, 1), timeline={k: timeline[k] for k in base_keys})
+    out: dict[str, Any] = {"base": base, "matrix": None}
+    if matrix:
+        from benchmarks import shapes_matrix
+
+        out["matrix"] = shapes_matrix.summarise(results, s, timeline)
+        out["matrix"]["seconds"] = round(time.perf_counter() - t_start, 1)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (< 1 min)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (~2 min)")
+    ap.add_argument("--matrix", action="store_true", help="also run the causes x shortcuts x methods matrix")
     ap.add_argument("--workdir", default=None, help="where checkpoints go (default: a temporary directory)")
-    ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --workdir")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
+    ap.add_argument("--reuse", action="store_true", help="development: reuse checkpoints in --workdir")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of (a) and (b) (default 0 1 2)")
     ap.add_argument("--out", default=None,
-                    help="result JSON (default: benchmarks/results/shapes_ground_truth.json; --quick: none)")
+                    help="result JSON of (a)/(b) (default: benchmarks/results/shapes_ground_truth.json; --quick: "
+                         "none); the matrix goes beside it as shapes_matrix.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
     # the CLI is driven from Python on purpose (LightningCLI warns when the script has its own argv)
     warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -308,16 +418,29 @@ def main() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     settings = QUICK if args.quick else Settings()
+    if args.seeds:
+        settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
+    if args.reuse:
+        settings = dataclasses.replace(settings, reuse_checkpoints=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(settings, Path(args.workdir or tmp), reuse=args.reuse)
-    result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+        result = run(settings, Path(args.workdir or tmp), matrix=args.matrix, workers=args.workers)
     out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/shapes_ground_truth.json"))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    keys = ("shape_rank_vae", "shape_rank_gan", "marker_rank_vae", "marker_rank_gan", "seconds")
-    summary = {k: result[k] for k in keys}
-    print(json.dumps(summary))
+    record = provenance(__file__)
+    record["machine"]["workers"] = args.workers
+    record["machine"]["load_average_1_5_15_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    for part, path in (("base", out), ("matrix", out and str(Path(out).with_name("shapes_matrix.json")))):
+        if result[part] is None or not path:
+            continue
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({**record, **result[part]}, indent=2) + "\n")
+    base = result["base"]
+    keys = ("shape_rank_vae", "shape_rank_gan", "marker_rank_vae", "marker_rank_gan")
+    print(json.dumps({**{k: base[k]["per_seed"] for k in keys}, "seconds": base["seconds"],
+                      "base_done_seconds": base["base_done_seconds"]}))
+    if result["matrix"] is not None:
+        from benchmarks import shapes_matrix
+
+        print(shapes_matrix.markdown(result["matrix"]))
 
 
 if __name__ == "__main__":

@@ -284,8 +284,8 @@ class ShapesDataModule(ImageDataModule):
         marker_prob_other: float = 0.0,
         marker_size: int = 5,
         marker_colour: str = "white",
-        marker_position: str = "top_left",
-        marker_shape: str = "cross",
+        marker_position: str | list[str] = "top_left",
+        marker_shape: str | list[str] = "cross",
         test_marker_prob: float | None = None,
         test_marker_prob_other: float | None = None,
         batch_size: int = 64,
@@ -317,8 +317,8 @@ class ShapesDataModule(ImageDataModule):
             marker_prob_other=marker_prob_other,
             marker_size=marker_size,
             marker_colour=marker_colour,
-            marker_position=marker_position,
-            marker_shape=marker_shape,
+            marker_position=marker_position if isinstance(marker_position, str) else list(marker_position),
+            marker_shape=marker_shape if isinstance(marker_shape, str) else list(marker_shape),
         )
         self.test_overrides = {
             k: v

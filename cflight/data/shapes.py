@@ -4,7 +4,9 @@ Every image is a pure function of ``(seed, split, index)`` (a per-index ``numpy`
 triple), so any length is free and results never depend on batch order or worker count. The factors are
 exposed as ground-truth ``descriptors``: one-hot shape and colour, size, position, rotation, background
 brightness and, when enabled, a planted spurious ``marker`` (a small cross or patch in a corner that
-appears mostly in one class) for spurious-feature experiments.
+appears mostly in one class) for spurious-feature experiments. Given several marker positions or shapes, each
+marked image draws one of them uniformly: generative models trained on such data can paint every variant, so
+one generator serves shortcut experiments with markers in different corners or of different shapes.
 
 Rendering uses signed-distance functions with one-pixel anti-aliasing. ``size`` is the radius of the circle
 with the same area as the shape (as a fraction of the image side), so foreground area ≈ π·size² for every
@@ -13,7 +15,9 @@ shape kind.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +40,8 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 SPLITS = {"train": 0, "val": 1, "test": 2}
 CORNERS = ["top_left", "top_right", "bottom_left", "bottom_right"]
+MARKER_SHAPES = ["cross", "square"]
+SIZE_CLASSES = ["small", "large"]
 # circumradius of each shape relative to its equal-area radius, and its rotational symmetry order (0: none)
 _EXTENT = {
     "circle": 1.0,
@@ -59,6 +65,16 @@ class ShapeFactors:
     rotation: float  # fraction of the shape's symmetry period, in [0, 1); 0 for circles and rings
     background: float
     marker: bool
+    marker_position: int = 0  # index into the dataset's marker positions (one unless several are given)
+    marker_shape: int = 0  # index into the dataset's marker shapes
+
+
+def _options(name: str, value: str | Sequence[str], options: list[str]) -> list[str]:
+    """One option or a non-empty list of distinct options, as a list."""
+    values = [value] if isinstance(value, str) else list(value)
+    if not values or len(set(values)) != len(values) or any(v not in options for v in values):
+        raise ValueError(f"{name} must be one of {options} or a list of distinct ones, got {value!r}")
+    return values
 
 
 def _sdf(kind: str, px: np.ndarray, py: np.ndarray, radius: float) -> np.ndarray:
@@ -93,7 +109,8 @@ class ShapesDataset(Dataset):
         channels: 3 (RGB) or 1 (luminance).
         shapes: shape kinds, a subset of ``SHAPES``; their order defines shape class indices.
         colours: colour names from ``COLOURS``; their order defines colour class indices.
-        label_factor: "shape" or "colour": what ``label`` is.
+        label_factor: "shape", "colour" or "size": what ``label`` is ("size": class 0 "small" below the middle
+            of ``size_range``, class 1 "large" from it on).
         target_factor: optional factor ("size", "pos_x", "pos_y", "rotation", "background") returned as the
             regression ``target``.
         size_range: range of ``size`` (equal-area radius / image side).
@@ -105,8 +122,9 @@ class ShapesDataset(Dataset):
         marker_prob_other: probability of the marker in the other classes.
         marker_size: side of the marker's bounding square in pixels.
         marker_colour: colour name of the marker.
-        marker_position: corner: "top_left", "top_right", "bottom_left" or "bottom_right".
-        marker_shape: "cross" (a plus sign) or "square" (a filled patch).
+        marker_position: corner: "top_left", "top_right", "bottom_left" or "bottom_right", or a list of them
+            (each marked image draws one uniformly).
+        marker_shape: "cross" (a plus sign) or "square" (a filled patch), or a list of both (drawn uniformly).
     """
 
     def __init__(
@@ -129,8 +147,8 @@ class ShapesDataset(Dataset):
         marker_prob_other: float = 0.0,
         marker_size: int = 5,
         marker_colour: str = "white",
-        marker_position: str = "top_left",
-        marker_shape: str = "cross",
+        marker_position: str | list[str] | tuple[str, ...] = "top_left",
+        marker_shape: str | list[str] | tuple[str, ...] = "cross",
     ) -> None:
         self.length = _checks.non_negative_int("length", length)
         self.seed, self.split = int(seed), _checks.choice("split", split, SPLITS)
@@ -143,7 +161,7 @@ class ShapesDataset(Dataset):
         for name, values, options in (("shapes", self.shapes, SHAPES), ("colours", self.colours, COLOURS)):
             if not values or len(set(values)) != len(values) or any(v not in options for v in values):
                 raise ValueError(f"{name} must be distinct names from {list(options)}, got {values!r}")
-        self.label_factor = _checks.choice("label_factor", label_factor, ["shape", "colour"])
+        self.label_factor = _checks.choice("label_factor", label_factor, ["shape", "colour", "size"])
         if target_factor is not None:
             _checks.choice("target_factor", target_factor, FACTORS)
         self.target_factor = target_factor
@@ -159,7 +177,7 @@ class ShapesDataset(Dataset):
             raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
         self.rotate, self.noise_std = bool(rotate), float(noise_std)
         self.image_size, self.in_channels = (side, side), channels
-        self.class_names = self.shapes if self.label_factor == "shape" else self.colours
+        self.class_names = {"shape": self.shapes, "colour": self.colours, "size": SIZE_CLASSES}[self.label_factor]
         self.num_classes = len(self.class_names)
         if marker_class is not None and not 0 <= marker_class < self.num_classes:
             raise ValueError(
@@ -174,8 +192,10 @@ class ShapesDataset(Dataset):
                 f"marker_size must be at most half the image size ({side // 2}), got {marker_size}"
             )
         self.marker_colour = _checks.choice("marker_colour", marker_colour, COLOURS)
-        self.marker_position = _checks.choice("marker_position", marker_position, CORNERS)
-        self.marker_shape = _checks.choice("marker_shape", marker_shape, ["cross", "square"])
+        self.marker_positions = _options("marker_position", marker_position, CORNERS)
+        self.marker_shapes = _options("marker_shape", marker_shape, MARKER_SHAPES)
+        # the single-variant names, as before (the first variant when several are given)
+        self.marker_position, self.marker_shape = self.marker_positions[0], self.marker_shapes[0]
         self.has_marker = marker_class is not None or self.marker_prob_other > 0
         self.descriptor_names = (
             [f"shape_{s}" for s in self.shapes]
@@ -205,9 +225,20 @@ class ShapesDataset(Dataset):
         rotation = turn if self.rotate and _SYMMETRY[self.shapes[shape]] else 0.0
         background = float(rng.uniform(*self.background_range))
         u = float(rng.uniform())
-        label = shape if self.label_factor == "shape" else colour
-        p = self.marker_prob if label == self.marker_class else self.marker_prob_other
-        return ShapeFactors(shape, colour, size, cx, cy, rotation, background, self.has_marker and u < p)
+        # drawn last and always, so adding marker variants leaves every other factor of every image unchanged
+        position, kind = (int(v * n) for v, n in zip(rng.uniform(size=2), (len(self.marker_positions),
+                                                                         len(self.marker_shapes))))
+        f = ShapeFactors(shape, colour, size, cx, cy, rotation, background, False, position, kind)
+        p = self.marker_prob if self.label(f) == self.marker_class else self.marker_prob_other
+        return dataclasses.replace(f, marker=self.has_marker and u < p)
+
+    def label(self, f: ShapeFactors) -> int:
+        """The class of factors ``f`` (shape, colour or size class, as ``label_factor`` says)."""
+        if self.label_factor == "shape":
+            return f.shape
+        if self.label_factor == "colour":
+            return f.colour
+        return int(f.size >= sum(self.size_range) / 2)
 
     def render(self, f: ShapeFactors, rng: np.random.Generator | None = None) -> torch.Tensor:
         """The ``[C, H, W]`` float32 image of factors ``f`` (noise from ``rng`` when ``noise_std > 0``)."""
@@ -221,7 +252,7 @@ class ShapesDataset(Dataset):
         colour = np.asarray(COLOURS[self.colours[f.colour]])
         image = f.background * (1 - alpha) + colour * alpha  # [H, W, 3]
         if f.marker:
-            image[self._marker_mask()] = COLOURS[self.marker_colour]
+            image[self.marker_mask(f.marker_position, f.marker_shape)] = COLOURS[self.marker_colour]
         if self.noise_std > 0:
             image = (
                 image
@@ -234,12 +265,15 @@ class ShapesDataset(Dataset):
             image = image @ np.array([[0.299], [0.587], [0.114]])
         return torch.from_numpy(rearrange(image, "h w c -> c h w").astype(np.float32))
 
-    def _marker_mask(self) -> np.ndarray:
+    def marker_mask(self, position: int = 0, shape: int = 0) -> np.ndarray:
+        """``[H, W]`` bool: the pixels of marker variant (``marker_positions[position]``,
+        ``marker_shapes[shape]``)."""
         side, m = self.image_size[0], self.marker_size
-        top = 1 if self.marker_position.startswith("top") else side - 1 - m
-        left = 1 if self.marker_position.endswith("left") else side - 1 - m
+        corner = self.marker_positions[position]
+        top = 1 if corner.startswith("top") else side - 1 - m
+        left = 1 if corner.endswith("left") else side - 1 - m
         box = np.zeros((side, side), dtype=bool)
-        if self.marker_shape == "square":
+        if self.marker_shapes[shape] == "square":
             box[top : top + m, left : left + m] = True
         else:
             lo, hi = (m - 1) // 2, m // 2 + 1  # middle row/column (two for even sizes)
@@ -268,7 +302,7 @@ class ShapesDataset(Dataset):
         sample = {
             "image": self.render(f, noise_rng),
             "index": i,
-            "label": f.shape if self.label_factor == "shape" else f.colour,
+            "label": self.label(f),
             "descriptors": self.descriptors(f),
         }
         if self.target_factor is not None:

@@ -1,10 +1,15 @@
-"""benchmarks/shapes_ground_truth.py: the ranking helpers and a quick end-to-end run."""
+"""benchmarks/shapes_ground_truth.py and shapes_matrix.py: the ranking helpers, the matrix's measures on
+constructed inputs, the task pool and a quick end-to-end run of both."""
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
 
 from benchmarks import shapes_ground_truth as sgt
+from benchmarks import shapes_matrix as sm
+from benchmarks.task_pool import Task, run_tasks
 
 NAMES = ["shape_circle", "shape_square", "colour_red", "size", "marker"]
 
@@ -18,6 +23,7 @@ def test_rank_of_takes_the_best_descriptor_with_the_prefix():
     entry = _entry("circle", [0.1, -0.5, 0.9, 0.2, 0.05])
     assert sgt.rank_of(entry, "shape_") == 2  # colour_red first, then shape_square (|−0.5|)
     assert sgt.rank_of(entry, "marker") == 5
+    assert sgt.rank_of(entry, "size") == 3
 
 
 def test_rank_summary_reports_the_worst_target():
@@ -45,18 +51,92 @@ def test_descriptor_std_is_the_ground_truth_spread():
     assert std[0] == pytest.approx((1 / 3 * 2 / 3) ** 0.5, abs=0.03)  # one shape of three
 
 
+def test_spread_over_seeds():
+    assert sgt.spread([3, 1, 2]) == {"per_seed": [3, 1, 2], "min": 1, "max": 3, "median": 2}
+    assert sgt.spread([4, None, 1, 2]) == {"per_seed": [4, None, 1, 2], "min": 1, "max": 4, "median": 2}
+    assert sgt.spread([1, 2])["median"] == 1.5 and sgt.spread([None])["median"] is None
+
+
+def test_matrix_cells_change_one_thing_each():
+    assert sm.cell_data("shape/base") == {"marker_position": "top_left", "marker_shape": "cross",
+                                          "marker_class": 0, "marker_prob": 0.9, "label_factor": "shape"}
+    assert sm.cell_data("size/class")["marker_class"] == 1  # the last of two size classes
+    assert sm.cell_data("colour/class")["marker_class"] == 2
+    assert sm.cell_data("colour/corner")["marker_position"] == "bottom_right"
+    assert sm.cell_data("shape/frequency")["marker_prob"] == 0.6
+    assert len(sm.cells(sgt.Settings())) == 15
+    with pytest.raises(ValueError, match="unknown matrix cells"):
+        sm.cells(dataclasses.replace(sgt.Settings(), matrix_cells=("shape/nowhere",)))
+
+
+def test_shortcut_norm_is_the_markers_closed_form():
+    """A white 5 x 5 cross (9 pixels) on grey background b changes 3 x 9 values by 1 − b each: l2 = √27 (1 − b),
+    l1.5 = 27^(2/3) (1 − b) (the shapes never reach the marker's corner)."""
+    s = dataclasses.replace(sgt.Settings(), n_test=60)
+    ds = sm.dataset("shape/base", s)
+    gaps = [1 - f.background for f in map(ds.factors, range(60)) if ds.label(f) != 0 and not f.marker]
+    norms = sm.shortcut_norms("shape/base", s)
+    assert norms["n"] == len(gaps)
+    assert norms["l2"] == pytest.approx(math.sqrt(27) * sum(gaps) / len(gaps), abs=1e-3)
+    assert norms["l1_5"] == pytest.approx(27 ** (2 / 3) * sum(gaps) / len(gaps), abs=1e-3)
+    square = sm.shortcut_norms("shape/marker_shape", s)  # 25 pixels
+    assert square["l2"] == pytest.approx(math.sqrt(75) * sum(gaps) / len(gaps), abs=1e-3)
+
+
+def test_marker_mass():
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0, :2] = True  # 2 of 16 pixels
+    x = torch.zeros(3, 2, 4, 4)
+    inside, uniform, nothing = x.clone(), x + 0.3, x.clone()
+    inside[0, :, 0, 0] = 0.5
+    mass = sm.marker_mass(torch.stack([inside[0], uniform[1], nothing[2]]), x, mask)
+    assert mass.tolist() == pytest.approx([1.0, 2 / 16, 0.0])
+
+
+def _double(v):
+    return 2 * v
+
+
+def _add(a, b):
+    return a + b
+
+
+def test_task_pool_runs_in_dependency_order():
+    tasks = [Task("d", _add, lambda r: (r["b"], r["c"]), ("b", "c")), Task("a", _double, lambda r: (1,)),
+             Task("b", _double, lambda r: (r["a"],), ("a",)), Task("c", _add, lambda r: (r["a"], 10), ("a",))]
+    results, timeline = run_tasks(tasks, workers=2, log=lambda line: None)
+    assert results == {"a": 2, "b": 4, "c": 12, "d": 16}
+    assert timeline["d"]["start"] >= max(timeline["b"]["end"], timeline["c"]["end"])
+    with pytest.raises(ValueError, match="no task provides"):
+        run_tasks([Task("x", _double, lambda r: (1,), ("y",))], workers=1)
+    with pytest.raises(ValueError, match="dependency cycle"):
+        run_tasks([Task("x", _double, lambda r: (1,), ("y",)), Task("y", _double, lambda r: (1,), ("x",))],
+                  workers=1)
+
+
 def test_quick_run_end_to_end(tmp_path):
     torch.set_num_threads(1)
-    result = sgt.run(sgt.QUICK, tmp_path, reuse=False)
-    json.dumps(result)  # the result file is plain JSON
+    result = sgt.run(sgt.QUICK, tmp_path, matrix=True, workers=2)
+    json.dumps(result)  # the result files are plain JSON
+    base = result["base"]
     for key in ("shape_rank_vae", "shape_rank_gan", "marker_rank_vae", "marker_rank_gan"):
-        assert result[key] is None or 1 <= result[key] <= 12
-    for part in ("shape", "marker", "marker_long"):
-        for name in (f"{part}_vae", f"{part}_gan"):
-            stats = result["explanations"][name]
-            assert 0 < stats["n_explained"] <= sgt.QUICK.n_explain
-            assert set(stats["ranks"]) == {"image_std", "image_raw", "latent_std"}
-    assert set(result["training"]) >= {"classifier", "classifier_marker", "vae", "gan", "descriptors",
-                                       "heads_vae", "heads_gan", "classifier_marker_long"}
-    assert 0.0 <= result["marker_reliance_of_spurious_classifier"] <= 1.0
-    assert set(result["control_longer_trained_spurious_classifier"]) >= {"marker_reliance", "marker_rank_vae"}
+        assert len(base[key]["per_seed"]) == len(sgt.QUICK.seeds)
+        assert all(v is None or 1 <= v <= 12 for v in base[key]["per_seed"])
+    for seed in map(str, sgt.QUICK.seeds):
+        for part in ("shape", "marker", "marker_long"):
+            for name in (f"{part}_vae", f"{part}_gan"):
+                stats = base["per_seed"][seed]["explanations"][name]
+                assert 0 < stats["n_explained"] <= sgt.QUICK.n_explain
+                assert set(stats["ranks"]) == {"image_std", "image_raw", "latent_std"}
+        assert 0.0 <= base["per_seed"][seed]["marker_reliance_of_spurious_classifier"] <= 1.0
+    assert set(base["training_shared"]) == {"vae", "gan", "descriptors", "heads_vae", "heads_gan"}
+    assert 0 < base["base_done_seconds"] <= base["seconds"]
+    matrix = result["matrix"]
+    assert set(matrix["cells"]) == set(sgt.QUICK.matrix_cells)
+    for cell in matrix["cells"].values():
+        assert 0.0 <= cell["reliance"] <= 1.0 and cell["shortcut_norm"]["l2"] > 0
+        assert set(cell["methods"]) == set(sm.METHODS)
+        for m, r in cell["methods"].items():
+            assert 0 < r["n_explained"] <= sgt.QUICK.matrix_n_explain
+            assert (r["eps"] is None) == m.startswith("latent_")
+    assert "| shape/base |" in sm.markdown(matrix)

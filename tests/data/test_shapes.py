@@ -90,7 +90,7 @@ def test_marker_is_drawn_and_changes_nothing_else():
         marker_shape="square",
         marker_size=4,
     )
-    mask = torch.from_numpy(marked._marker_mask())
+    mask = torch.from_numpy(marked.marker_mask())
     assert int(mask.sum()) == 16 and bool(mask[-5:-1, -5:-1].all())
     for i in range(30):
         a, b = plain[i], marked[i]
@@ -139,7 +139,10 @@ def test_rotation_descriptor_rotates_the_shape():
         ({"channels": 2}, "channels"),
         ({"shapes": ["hexagon"]}, "shapes"),
         ({"colours": []}, "colours"),
-        ({"label_factor": "size"}, "label_factor"),
+        ({"label_factor": "rotation"}, "label_factor"),
+        ({"marker_position": []}, "marker_position"),
+        ({"marker_shape": ["cross", "cross"]}, "marker_shape"),
+        ({"marker_shape": "circle"}, "marker_shape"),
         ({"marker_class": 3}, "marker_class"),
         ({"marker_prob": 1.5}, "marker_prob"),
         ({"marker_prob_other": -0.1}, "marker_prob_other"),
@@ -155,6 +158,35 @@ def test_rotation_descriptor_rotates_the_shape():
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ShapesDataset(**kwargs)
+
+
+def test_size_label():
+    ds = ShapesDataset(200, seed=1, size_range=(0.18, 0.28), label_factor="size")
+    assert ds.class_names == ["small", "large"] and ds.num_classes == 2
+    labels = torch.tensor([ds[i]["label"] for i in range(200)])
+    sizes = torch.stack([ds[i]["descriptors"][ds.descriptor_names.index("size")] for i in range(200)])
+    assert torch.equal(labels, (sizes >= 0.23).long())
+    assert 0.3 < float(labels.float().mean()) < 0.7
+
+
+def test_several_marker_variants():
+    """Each marked image carries one of the given variants, drawn uniformly; every other factor is the one of
+    the single-variant dataset, and the marked pixels are that variant's mask."""
+    kw = dict(seed=4, background_range=(0.0, 0.0), marker_prob_other=1.0, marker_colour="white")
+    one = ShapesDataset(120, **kw)
+    many = ShapesDataset(120, marker_position=["top_left", "bottom_right"], marker_shape=["cross", "square"], **kw)
+    seen = set()
+    for i in range(120):
+        f1, f2 = one.factors(i), many.factors(i)
+        assert (f1.shape, f1.colour, f1.size, f1.cx, f1.cy, f1.marker) == (f2.shape, f2.colour, f2.size, f2.cx,
+                                                                            f2.cy, f2.marker)
+        seen.add((f2.marker_position, f2.marker_shape))
+        mask = torch.from_numpy(many.marker_mask(f2.marker_position, f2.marker_shape))
+        assert torch.all(many[i]["image"][:, mask] == 1.0)
+    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert many.marker_position == "top_left" and many.marker_shape == "cross"
+    corners = many.marker_mask(1, 1)
+    assert corners[-2, -2] and not corners[1, 1] and int(corners.sum()) == 25
 
 
 def test_index_out_of_range():

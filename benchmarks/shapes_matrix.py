@@ -1,0 +1,276 @@
+"""The ground-truth matrix on shapes: true causes x planted shortcuts x methods (issue 13, item 6).
+
+Run by ``benchmarks/shapes_ground_truth.py --matrix``, which trains the shared VAE, GAN and descriptor CNN once.
+Each cell is a classifier trained (``configs/train/shapes_classifier_marker.yaml``, 2 epochs) where the label
+is one true cause and a marker accompanies one class:
+
+- causes: ``shape`` (circle / square / triangle), ``colour`` (red / green / blue), ``size`` (small / large:
+  below or above the middle of the size range);
+- shortcuts, each one change from ``base`` (a white cross, top left, on 90 % of class 0 and on no other
+  class): ``corner`` (bottom right), ``marker_shape`` (a filled square patch), ``class`` (on the last class),
+  ``frequency`` (on 60 % of class 0).
+
+Every test image that the classifier does not put in the marked class is pushed into it (p > 0.9) by each
+method: Counterfactual Attacks through the VAE and through the GAN (``latent_attack_shapes_marker.yaml``'s
+settings), SVCE (l1.5 ball) and the pixel baselines PGD and APGD (l2 ball). The pixel methods' radius is
+``matrix_radius_factor`` times the shortcut's own norm (the mean ‖marked − unmarked‖ over the explained images
+in that norm), so painting the marker is within reach: at the MNIST radius (l1.5 = 6) it is not, a marker's own
+l1.5 norm being about twice that. DVCE is not in the matrix: it needs a diffusion model of the shapes, which
+this CPU cannot train within the run (the shipped DDPMs are of MNIST and squares).
+
+Per cell the result records the classifier's measured **reliance** on its shortcut (the share of unmarked
+other-class test images it puts in the marked class once the marker is drawn on them) and its accuracy on
+unmarked images of the marked class; per (cell, method) the validity, the global explanation's ranks of the
+true cause and of the marker (``GlobalAttribution`` per target over valid counterfactuals, each descriptor
+change divided by its ground-truth spread), the **marker mass** (the share of a counterfactual's absolute
+change Σ|x' − x₀| inside the marker's pixels, x₀ the reconstruction for latent methods and the image for pixel
+methods; the marker covers ``marker_area_share`` of the image) and the share of counterfactuals the descriptor
+CNN reads as marked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from benchmarks import shapes_ground_truth as sgt
+from benchmarks.task_pool import Task
+from cflight.data import ShapesDataset
+from cflight.methods import functional as Fn
+
+CAUSES: dict[str, dict[str, Any]] = {
+    "shape": {"data": {"label_factor": "shape"}, "classes": ["circle", "square", "triangle"], "prefix": "shape_"},
+    "colour": {"data": {"label_factor": "colour"}, "classes": ["red", "green", "blue"], "prefix": "colour_"},
+    "size": {"data": {"label_factor": "size"}, "classes": ["small", "large"], "prefix": "size"},
+}
+BASE_MARKER = {"marker_position": "top_left", "marker_shape": "cross", "marker_class": 0, "marker_prob": 0.9}
+SHORTCUTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "corner": {"marker_position": "bottom_right"},
+    "marker_shape": {"marker_shape": "square"},
+    "class": {"marker_class": -1},  # the last class
+    "frequency": {"marker_prob": 0.6},
+}
+METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd")
+THRESHOLD = 0.9
+
+
+def cells(s: Any) -> list[str]:
+    """``"<cause>/<shortcut>"`` names, every pair unless ``s.matrix_cells`` names some."""
+    names = [f"{c}/{k}" for c in CAUSES for k in SHORTCUTS]
+    if s.matrix_cells is None:
+        return names
+    unknown = set(s.matrix_cells) - set(names)
+    if unknown:
+        raise ValueError(f"unknown matrix cells {sorted(unknown)}; the cells are {names}")
+    return [n for n in names if n in s.matrix_cells]
+
+
+def cell_data(cell: str) -> dict[str, Any]:
+    """The ShapesDataset / ShapesDataModule arguments of a cell (marker class resolved)."""
+    cause, shortcut = cell.split("/")
+    spec = {**BASE_MARKER, **SHORTCUTS[shortcut], **CAUSES[cause]["data"]}
+    if spec["marker_class"] < 0:
+        spec["marker_class"] += len(CAUSES[cause]["classes"])
+    return spec
+
+
+def dataset(cell: str, s: Any, split: str = "test", n: int | None = None) -> ShapesDataset:
+    """The cell's split, the other settings as the spurious classifier's config."""
+    init = yaml.safe_load(sgt.TRAIN["classifier_marker"].read_text())["data"]["init_args"]
+    keys = ("shapes", "colours", "size_range", "marker_prob_other", "seed")
+    return ShapesDataset(n or s.n_test or init["n_test"], split=split, **{k: init[k] for k in keys},
+                         **cell_data(cell))
+
+
+def fit_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
+    """Train the cell's classifier from ``shapes_classifier_marker.yaml`` with the cell's data."""
+    spec = cell_data(cell)
+    extra = [f"--data.init_args.{k}={v}" for k, v in spec.items()]
+    extra.append(f"--model.init_args.net_kwargs.num_classes={len(CAUSES[cell.split('/')[0]]['classes'])}")
+    return sgt.fit("classifier_marker", s, workdir, extra, tag=f"cell_{cell.replace('/', '_')}", seed=seed)
+
+
+def shortcut_norms(cell: str, s: Any) -> dict[str, float]:
+    """Mean ‖marked − unmarked‖ in l1.5 and l2 over the cell's unmarked test images outside the marked class."""
+    ds = dataset(cell, s)
+    c = ds.marker_class
+    factors = [f for f in map(ds.factors, range(len(ds))) if ds.label(f) != c and not f.marker]
+    delta = torch.stack([ds.render(dataclasses.replace(f, marker=True)) - ds.render(f) for f in factors])
+    flat = delta.flatten(1).double()
+    return {"l1_5": round(float(flat.abs().pow(1.5).sum(1).pow(1 / 1.5).mean()), 4),
+            "l2": round(float(flat.norm(dim=1).mean()), 4), "n": len(factors)}
+
+
+@torch.no_grad()
+def reliance(cell: str, classifier: str, s: Any) -> dict[str, float]:
+    """How much the cell's classifier leans on its shortcut: the share of unmarked other-class test images it
+    calls the marked class once the marker is drawn (``reliance``), and its accuracy on unmarked images of the
+    marked class (``accuracy_unmarked_marked_class``) and on all unmarked ones."""
+    from cflight.models.registry import load_net
+
+    ds = dataset(cell, s)
+    clf = load_net(classifier, "classifier")
+    c = ds.marker_class
+    fs = [f for f in map(ds.factors, range(len(ds))) if not f.marker]
+    others = [f for f in fs if ds.label(f) != c]
+    own = [f for f in fs if ds.label(f) == c]
+    marked = torch.stack([ds.render(dataclasses.replace(f, marker=True)) for f in others])
+
+    def predict(batch: list) -> Tensor:
+        return clf(torch.stack([ds.render(f) for f in batch])).argmax(1)
+
+    return {"reliance": round(float((clf(marked).argmax(1) == c).float().mean()), 4),
+            "accuracy_unmarked_marked_class": round(float((predict(own) == c).float().mean()), 4) if own else None,
+            "accuracy_unmarked": round(float((predict(fs) == torch.tensor([ds.label(f) for f in fs]))
+                                             .float().mean()), 4)}
+
+
+def build_method(name: str, paths: dict[str, str], s: Any, radius: dict[str, float], seed: int):
+    """The matrix's method ``name``; latent ones with ``latent_attack_shapes_marker.yaml``'s settings."""
+    from cflight.methods import APGD, PGD, LatentAttack, SparseAFW
+    from cflight.models.generative import GANManifold
+
+    if name.startswith("latent_"):
+        cfg = yaml.safe_load(sgt.EXPLAIN["marker"].read_text())["model"]["init_args"]["method"]["init_args"]
+        cfg = {**cfg, "seed": seed}
+        if s.max_steps is not None:
+            cfg["max_steps"] = s.max_steps
+        cfg["generator"] = (paths["vae"] if name == "latent_vae" else
+                            GANManifold(paths["gan"], steps=s.projection_steps, n_candidates=0))
+        return LatentAttack(**cfg)
+    eps = s.matrix_radius_factor * radius["l1_5" if name == "svce" else "l2"]
+    if name == "svce":  # svce_mnist.yaml's settings, the radius calibrated to the shortcut
+        return SparseAFW(eps=eps, p=1.5, steps=75, step_rule="v1", restarts=1, seed=seed)
+    if name == "pgd":
+        return PGD(eps=eps, norm="l2", steps=20, seed=seed)
+    return APGD(eps=eps, norm="l2", steps=75, seed=seed)
+
+
+def explain_cell(cell: str, method: str, paths: dict[str, str], s: Any, std: list[float],
+                 radius: dict[str, float], seed: int = 0) -> dict[str, Any]:
+    """One method on one cell: validity, ranks, marker mass and cost (a worker task)."""
+    from lightning.pytorch import Trainer, seed_everything
+
+    from cflight.data import ShapesDataModule
+    from cflight.lit import ExplainModule
+    from cflight.models.registry import load_net
+    from cflight.targets import FixedClass
+
+    t0 = time.perf_counter()
+    seed_everything(seed, verbose=False)
+    cause = cell.split("/")[0]
+    spec = cell_data(cell)
+    init = yaml.safe_load(sgt.TRAIN["classifier_marker"].read_text())["data"]["init_args"]
+    keys = ("shapes", "colours", "size_range", "marker_prob_other", "seed", "n_train", "n_val", "n_test")
+    data_kw = {**{k: init[k] for k in keys}, **spec}
+    data_kw.update({k: v for k, v in (("n_train", s.n_train), ("n_val", s.n_val), ("n_test", s.n_test))
+                    if v is not None})
+    dm = ShapesDataModule(**data_kw, batch_size=100, predict_split="test", predict_limit=s.matrix_n_explain)
+    latent = method.startswith("latent_")
+    module = ExplainModule(method=build_method(method, paths, s, radius, seed), model=paths["classifier"],
+                           target_policy=FixedClass(spec["marker_class"], THRESHOLD),
+                           class_names=CAUSES[cause]["classes"], descriptors=paths["descriptors"],
+                           descriptor_space="image", reconstruction_filter="prediction" if latent else None)
+    trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, callbacks=[],
+                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    batches = [b for b in trainer.predict(module, datamodule=dm, return_predictions=True) if b and "index" in b]
+    if not batches:
+        return {"n_explained": 0, "seconds": round(time.perf_counter() - t0, 1)}
+    rows = {k: torch.cat([b[k] for b in batches]) for k in batches[0] if isinstance(batches[0][k], Tensor)}
+    rows["faithful"] = torch.ones_like(rows["valid"])  # the reconstruction filter already dropped the others
+    names = list(load_net(paths["descriptors"], "descriptor").names)
+    scores = rows["descriptor_delta"].double() / torch.tensor(std, dtype=torch.float64)
+    by_target = sgt.global_ranking(scores, rows, names, CAUSES[cause]["classes"])
+    cause_rank = marker_rank = None
+    top: list = []
+    if by_target:
+        (entry,) = by_target  # one target: the marked class
+        cause_rank, marker_rank = sgt.rank_of(entry, CAUSES[cause]["prefix"]), sgt.rank_of(entry, "marker")
+        top = [[n, round(v, 3)] for n, v in entry["top"][:4]]
+    valid = rows["valid"]
+    start = rows["reconstruction"] if latent else rows["image"]
+    mass = marker_mass(rows["x_cf"], start, torch.from_numpy(dataset(cell, s, n=1).marker_mask()))
+    marker_after = (rows["descriptors_before"] + rows["descriptor_delta"])[:, names.index("marker")]
+
+    def mean(v: Tensor) -> float | None:
+        return round(float(v[valid].float().mean()), 4) if bool(valid.any()) else None
+
+    return {"n_explained": int(valid.numel()), "validity": round(float(valid.float().mean()), 4),
+            "n_ranked": int(valid.sum()), "cause_rank": cause_rank, "marker_rank": marker_rank, "top": top,
+            "marker_mass": mean(mass), "marker_painted": mean(marker_after > 0.5),
+            "mean_l2": mean(Fn.l2_distance(rows["x_cf"], start)),
+            "eps": None if latent else round(s.matrix_radius_factor * radius["l1_5" if method == "svce" else "l2"], 4),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def marker_mass(x_cf: Tensor, start: Tensor, mask: Tensor) -> Tensor:
+    """``[N]``: the share of each counterfactual's absolute change Σ_c |x' − x₀| (``[N, C, H, W]``) that lies in
+    the marker's pixels ``mask`` (``[H, W]`` bool); 0 for an unchanged image."""
+    change = (x_cf - start).abs().sum(1)  # [N, H, W]
+    return (change * mask).flatten(1).sum(1) / change.flatten(1).sum(1).clamp_min(1e-12)
+
+
+def cell_reliance_task(cell: str, classifier: str, s: Any) -> dict[str, Any]:
+    return {**reliance(cell, classifier, s), "shortcut_norm": shortcut_norms(cell, s)}
+
+
+def tasks(s: Any, workdir: Path, std: list[float]) -> list[Task]:
+    """Every cell's classifier, its reliance and each method's explanation (after the base benchmark's tasks,
+    so those come first; the GAN explanations last, as they wait for the GAN)."""
+    out: list[Task] = []
+    for cell in cells(s):
+        out.append(Task(f"matrix/{cell}/classifier", fit_cell, lambda r, c=cell: (c, s, workdir)))
+        out.append(Task(f"matrix/{cell}/reliance", cell_reliance_task,
+                        lambda r, c=cell: (c, r[f"matrix/{c}/classifier"]["checkpoint"], s),
+                        (f"matrix/{cell}/classifier",)))
+    for method in [m for m in METHODS if m != "latent_gan"] + ["latent_gan"]:
+        for cell in cells(s):
+            gen = ["gan"] if method == "latent_gan" else ["vae"] if method == "latent_vae" else []
+
+            def args(r, c=cell, m=method):
+                paths = {"classifier": r[f"matrix/{c}/classifier"]["checkpoint"],
+                         **{k: r[k]["checkpoint"] for k in ("vae", "gan", "descriptors") if k in r}}
+                return c, m, paths, s, std, r[f"matrix/{c}/reliance"]["shortcut_norm"]
+
+            out.append(Task(f"matrix/{cell}/{method}", explain_cell, args,
+                            (f"matrix/{cell}/reliance", "descriptors", *gen)))
+    return out
+
+
+def summarise(results: dict[str, Any], s: Any, timeline: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The matrix: per cell the classifier's reliance and each method's figures."""
+    table = {}
+    for cell in cells(s):
+        table[cell] = {"shortcut": cell_data(cell), **results[f"matrix/{cell}/reliance"],
+                       "classifier_val": results[f"matrix/{cell}/classifier"]["val"],
+                       "methods": {m: results[f"matrix/{cell}/{m}"] for m in METHODS}}
+    return {"cells": table, "methods": list(METHODS), "threshold": THRESHOLD,
+            "radius_factor": s.matrix_radius_factor, "n_explain_per_cell": s.matrix_n_explain,
+            "marker_area_share": {k: round(float(dataset(c, s, n=1).marker_mask().mean()), 4)
+                                  for k, c in (("cross", "shape/base"), ("square", "shape/marker_shape"))},
+            "scoring": ("ranks: GlobalAttribution per target over valid counterfactuals, descriptor change / "
+                        "ground-truth std; cause rank: best-ranked descriptor of the cause (shape_*, colour_* or "
+                        "size); marker mass: share of Σ|x' − x₀| inside the marker's pixels"),
+            "dvce": "not run: needs a diffusion model of the shapes, which this CPU cannot train within the run",
+            "timeline": {k: v for k, v in timeline.items() if k.startswith("matrix/")}}
+
+
+def markdown(matrix: dict[str, Any]) -> str:
+    """The matrix as a table: one row per cell, per method 'cause rank / marker rank / marker mass'."""
+    head = "| cell | reliance | " + " | ".join(matrix["methods"]) + " |"
+    lines = [head, "|" + "---|" * (2 + len(matrix["methods"]))]
+    for cell, row in matrix["cells"].items():
+        parts = []
+        for m in matrix["methods"]:
+            r = row["methods"][m]
+            mass = "—" if r.get("marker_mass") is None else f"{r['marker_mass']:.2f}"
+            parts.append(f"{r.get('cause_rank') or '—'} / {r.get('marker_rank') or '—'} / {mass} "
+                         f"(v {r.get('validity', 0):.2f})")
+        lines.append(f"| {cell} | {row['reliance']:.2f} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
