@@ -1,4 +1,6 @@
-"""The benchmark's trade-off plots (matplotlib PNGs): validity vs l2, realism (FID) vs l2, time per image."""
+"""The benchmark's trade-off plots (matplotlib PNGs): validity vs l2, realism (FID) vs l2, time per image;
+for a regression benchmark (rows with ``mae``, :func:`~cflight.benchmark.table.table_rows`) success within δ
+vs l2 and MAE to the target vs l2 (each with the oracle's beside it) instead of validity vs l2."""
 from __future__ import annotations
 
 import os
@@ -77,15 +79,28 @@ def time_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | None:
 
 
 def plot_all(rows: Sequence[Mapping[str, Any]], output_dir: str) -> dict[str, str]:
-    """``validity_vs_l2.png``, ``fid_vs_l2.png`` and ``time_per_image.png`` in ``output_dir`` (each where some
-    method has the values); returns the written paths by name."""
+    """``validity_vs_l2.png`` (regression rows: ``success_vs_l2.png`` and ``mae_vs_l2.png``), ``fid_vs_l2.png``
+    and ``time_per_image.png`` in ``output_dir`` (each where some method has the values); returns the written
+    paths by name."""
     os.makedirs(output_dir, exist_ok=True)
-    made = {
-        "validity_vs_l2": scatter(rows, "l2", "validity", "mean l2 distance", "validity",
-                                  "Validity vs distance", os.path.join(output_dir, "validity_vs_l2.png"),
-                                  y2="oracle_validity", y2_label="oracle validity"),
-        "fid_vs_l2": scatter(rows, "l2", "fid", "mean l2 distance", "FID of valid counterfactuals",
-                             "Realism vs distance", os.path.join(output_dir, "fid_vs_l2.png")),
-        "time_per_image": time_bars(rows, os.path.join(output_dir, "time_per_image.png")),
-    }
+    path = {name: os.path.join(output_dir, f"{name}.png") for name in
+            ("validity_vs_l2", "success_vs_l2", "mae_vs_l2", "fid_vs_l2", "time_per_image")}
+    if rows and "mae" in rows[0]:  # regression: reaching within δ, and how close the prediction came
+        made = {
+            "success_vs_l2": scatter(rows, "l2", "success", "mean l2 distance", "success (within δ)",
+                                     "Success vs distance", path["success_vs_l2"], y2="oracle_success",
+                                     y2_label="oracle success"),
+            "mae_vs_l2": scatter(rows, "l2", "mae", "mean l2 distance", "MAE to the target",
+                                 "Error to the target vs distance", path["mae_vs_l2"], y2="oracle_mae",
+                                 y2_label="oracle MAE"),
+        }
+        fid_label = "FID of counterfactuals within δ"
+    else:
+        made = {"validity_vs_l2": scatter(rows, "l2", "validity", "mean l2 distance", "validity",
+                                          "Validity vs distance", path["validity_vs_l2"],
+                                          y2="oracle_validity", y2_label="oracle validity")}
+        fid_label = "FID of valid counterfactuals"
+    made["fid_vs_l2"] = scatter(rows, "l2", "fid", "mean l2 distance", fid_label, "Realism vs distance",
+                                path["fid_vs_l2"])
+    made["time_per_image"] = time_bars(rows, path["time_per_image"])
     return {k: v for k, v in made.items() if v is not None}

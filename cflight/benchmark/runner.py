@@ -1,6 +1,7 @@
 """Run several counterfactual methods as explanation jobs on the same images, models and targets.
 
     cflight benchmark -c configs/benchmark/mnist_all_methods.yaml
+    cflight benchmark -c configs/benchmark/squares_regression.yaml   # regressors: success within δ, MAE
 
 A benchmark config (YAML) names what every job shares and what differs::
 
@@ -20,6 +21,11 @@ A benchmark config (YAML) names what every job shares and what differs::
 Each job is a Lightning ``predict`` with a :class:`~cflight.lit.CounterfactualWriter`, exactly as
 ``cflight predict`` runs it; ``fresh: true`` (default) removes an earlier job's directory of that method first,
 so its cost figures cover all its images (a resumed job's cost covers only what it computed).
+
+The target policy says the benchmark's task (``task``: ``SquaresMirror``, ``FixedValue``… are regression
+ones); every job must share it (checked before the first job runs). A regression benchmark's table and plots
+are :mod:`~cflight.benchmark.table`'s regression columns (success within the policy's δ, MAE, the oracle's of
+both), so each job's metrics get ``task`` and, for regression, ``tolerance`` (δ) from its policy.
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ import torch
 import yaml
 
 from cflight.benchmark.plots import plot_all
-from cflight.benchmark.table import markdown_table, table_rows, write_tables
+from cflight.benchmark.table import DELTA_KEY, markdown_table, table_rows, write_tables
 from cflight.validation import BadInputError, MissingInputError
 
 TOP_KEYS = {"output_dir", "seed_everything", "trainer", "data", "module", "writer", "methods", "wandb", "fresh"}
@@ -147,6 +153,30 @@ def _build(cls: type, *args: Any, **kwargs: Any) -> Any:
         raise BadInputError(f"{cls.__name__}: {line}; fix the benchmark config's module/writer settings") from err
 
 
+def method_task(cfg: BenchmarkConfig, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"task": "classification" | "regression"}`` of a method's job, as its target policy says (the
+    ExplainModule's default, SecondMostLikely, is a classification one), with regression's ``tolerance`` δ."""
+    spec = _merged(cfg.module, entry.get("module")).get("target_policy")
+    policy = instantiate(spec) if spec is not None else None
+    task = str(getattr(policy, "task", "classification"))
+    out: dict[str, Any] = {"task": task}
+    if task == "regression" and getattr(policy, "tolerance", None) is not None:
+        out[DELTA_KEY] = float(policy.tolerance)
+    return out
+
+
+def check_one_task(cfg: BenchmarkConfig) -> dict[str, dict[str, Any]]:
+    """Each method's :func:`method_task` by name; jobs of different tasks are one-line
+    :class:`~cflight.validation.BadInputError` before any job runs (one table compares one task)."""
+    tasks = {str(entry["name"]): method_task(cfg, entry) for entry in cfg.methods}
+    kinds = {name: t["task"] for name, t in tasks.items()}
+    if len(set(kinds.values())) > 1:
+        raise BadInputError(f"benchmark config {cfg.source}: its methods' target policies mix classification and "
+                            f"regression ({kinds}); one table compares one task: give every method the same "
+                            "kind of target_policy or split the config")
+    return tasks
+
+
 def run_job(cfg: BenchmarkConfig, entry: Mapping[str, Any]) -> dict[str, Any]:
     """One method's explanation job into ``<output_dir>/<name>/``; returns its metrics.json."""
     from lightning.pytorch import Trainer, seed_everything
@@ -226,6 +256,7 @@ def run_benchmark(cfg: BenchmarkConfig, argv: Sequence[str] | None = None) -> di
     """Run every method's job, then (rank 0) write the tables, plots and results.json and log them to W&B."""
     started = time.perf_counter()
     load_at_start = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    tasks = check_one_task(cfg)
     jobs: dict[str, dict[str, Any]] = {}
     zero = True
     for entry in cfg.methods:
@@ -234,6 +265,7 @@ def run_benchmark(cfg: BenchmarkConfig, argv: Sequence[str] | None = None) -> di
         metrics = run_job(cfg, entry)
         zero = metrics.pop("_is_global_zero")
         metrics["job_wall_seconds"] = round(time.perf_counter() - t0, 2)  # with loading, assembly, gallery
+        metrics.update(tasks[str(entry["name"])])  # which table columns apply (and regression's δ)
         jobs[str(entry["name"])] = metrics
     total = round(time.perf_counter() - started, 1)
     out = {"jobs": jobs, "wall_seconds": total}

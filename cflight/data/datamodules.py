@@ -150,8 +150,12 @@ class ImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         dataset = self.dataset(self.predict_split)
         if self.predict_limit is not None and self.predict_limit < len(dataset):
-            dataset = Subset(dataset, range(self.predict_limit))
+            dataset = Subset(dataset, self._predict_indices(len(dataset)))
         return self._loader(dataset)
+
+    def _predict_indices(self, n: int) -> list[int]:
+        """Which ``predict_limit`` of the split's ``n`` items to serve: the first ones."""
+        return list(range(self.predict_limit))
 
     # what models and methods need to know about the data, read off the underlying dataset
     @property
@@ -334,7 +338,8 @@ class ShapesDataModule(ImageDataModule):
 
 class SquaresDataModule(ImageDataModule):
     """Ha & Bender's squares regression set (:class:`cflight.data.SquaresDataset`); train/val/test are
-    independent factorial streams, or the test split is a 315-image mirror grid (``test_design``)."""
+    independent factorial streams, or the test split is a 315-image mirror grid (``test_design``);
+    ``predict_spread`` serves ``predict_limit`` evenly spaced items instead of the first ones."""
 
     def __init__(
         self,
@@ -348,6 +353,7 @@ class SquaresDataModule(ImageDataModule):
         seed: int = 0,
         predict_split: str = "test",
         predict_limit: int | None = None,
+        predict_spread: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, 0, seed, predict_split, predict_limit)
         self.lengths = {
@@ -356,7 +362,16 @@ class SquaresDataModule(ImageDataModule):
             "test": None if test_design != "factorial" else _checks.non_negative_int("n_test", n_test),
         }
         self.noise_std, self.test_design = noise_std, test_design
+        # a mirror grid is ordered (position, inner colour, background): its first items are one frame position
+        self.predict_spread = bool(predict_spread)
         self._make("test")
+
+    def _predict_indices(self, n: int) -> list[int]:
+        """The first ``predict_limit`` items, or with ``predict_spread`` that many evenly spaced over all ``n``
+        (every frame position, inner colour and background of a mirror grid)."""
+        if not self.predict_spread:
+            return super()._predict_indices(n)
+        return [(i * n) // self.predict_limit for i in range(self.predict_limit)]
 
     def _make(self, split: str) -> Dataset:
         design = self.test_design if split == "test" else "factorial"

@@ -82,6 +82,17 @@ def test_squares_regression_set():
     assert batch["target"].dtype == torch.float64 and len(dm.dataset("test")) == 315 and dm.num_classes == 2
 
 
+def test_squares_predict_spread_serves_evenly_spaced_grid_items():
+    first = SquaresDataModule(n_train=8, n_val=4, test_design="grid_lower", batch_size=64, predict_limit=5)
+    spread = SquaresDataModule(n_train=8, n_val=4, test_design="grid_lower", batch_size=64, predict_limit=5,
+                               predict_spread=True)
+    assert next(iter(first.predict_dataloader()))["index"].tolist() == [0, 1, 2, 3, 4]
+    assert next(iter(spread.predict_dataloader()))["index"].tolist() == [0, 63, 126, 189, 252]
+    grid = SquaresDataset(design="grid_lower")
+    positions = {grid.factors(i)[2:] for i in (0, 63, 126, 189, 252)}  # not all one frame position
+    assert len(positions) > 1
+
+
 class _Tiny(LightningModule):
     def __init__(self, channels: int, classes: int):
         super().__init__()
