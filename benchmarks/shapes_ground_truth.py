@@ -317,13 +317,13 @@ def base_tasks(s: Settings, workdir: Path, std: list[float]) -> list[Task]:
                        "marker_long": "classifier_marker_long"}[part]
 
                 def args(r, part=part, gen=gen, seed=seed, clf=clf):
-                    paths = {k: r[k]["checkpoint"] for k in (*SHARED, f"heads_{gen}")}
+                    paths = {k: r[k]["checkpoint"] for k in (gen, "descriptors", f"heads_{gen}")}
                     key = "classifier" if part == "shape" else "classifier_marker"
                     paths[key] = r[f"{clf}/seed{seed}"]["checkpoint"]
                     return part, gen, paths, s, workdir, std, seed
 
                 tasks.append(Task(f"explain/{part}_{gen}/seed{seed}", base_explain_task, args,
-                                  (*SHARED, f"heads_{gen}", f"{clf}/seed{seed}")))
+                                  (gen, "descriptors", f"heads_{gen}", f"{clf}/seed{seed}")))
     return tasks
 
 
