@@ -23,15 +23,28 @@ image, evaluated by one shared function. Agreement: mean and max ``|Δloss|`` an
 ``|Δ| ≤ 1e-4·max(|a|, |b|) + 1e-6`` (an absolute floor for losses at 0). Success: the prediction left the
 clean class (untargeted) or is the target (targeted). Evaluations: ``cflight.metrics.cost.EvaluationCounter``
 on one run of each library. Timing: runs of all variants interleaved ``--repeats`` times (median, min–max;
-beside it the process-CPU time, which one thread makes nearly independent of other jobs on a shared machine).
+beside it the process-CPU time, which one thread makes nearly independent of other jobs on a shared machine,
+and the minor page faults of the call).
+
+Page faults: on Linux/glibc the heap above the highest live block is given back to the system once more than
+the trim threshold is free (dynamically twice the largest freed large block, here ≈ 2 × 25.7 MB of conv
+activations), so whether a forward/backward pass re-faults its ~100 MB of activations depends on where
+small live tensors happen to sit — up to ~25 000 faults (≈ 10 % of a pass) for either library, changing
+with the history of the process. ``--no-heap-trim`` fixes glibc's thresholds (``mallopt``: no trimming,
+blocks up to 32 MB from the heap) before anything runs, the same for both libraries, so that the timings
+compare the algorithms.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pgd_vs_torchattacks.py [--n 256] [--repeats 3] [--threads 1]
+        [--cases pgd_l2_20,pgd_l2_20_targeted] [--models checkpoints/mnist_robust.pt] [--no-heap-trim]
+        [--out /tmp/pgd_vs_torchattacks.json]
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -59,6 +72,7 @@ PGD_CASES = (  # (name, norm, eps, step size, steps, targeted)
     ("pgd_l2_20_targeted", "l2", 2.0, 0.25, 20, True),
 )
 APGD_CASE = dict(norm="linf", eps=0.3, steps=100, rho=0.75)
+APGD_NAME = "apgd_linf"
 MODELS = ("checkpoints/mnist_robust.pt", "checkpoints/mnist_classifier.pt")
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -94,24 +108,69 @@ def success_rate(pred_adv: Tensor, labels: Tensor, targeted: bool) -> float:
     return float(hit.double().mean())
 
 
-def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, float, Tensor]:
-    """``(wall s, process CPU s, output)`` of one call."""
+def minor_faults() -> int:
+    """Minor page faults of this process so far (``getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, float, Tensor, int]:
+    """``(wall s, process CPU s, output, minor page faults)`` of one call."""
     sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
+    f0, t0, c0 = minor_faults(), time.perf_counter(), time.process_time()
     out = fn()
     sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out, minor_faults() - f0
 
 
-def summary(times: list[float], n: int, cpu: list[float] | None = None) -> dict:
+def summary(times: list[float], n: int, cpu: list[float] | None = None, faults: list[int] | None = None) -> dict:
     """Median wall seconds, min–max, images/s, and (given) the median process-CPU seconds (one thread: nearly
-    independent of other jobs on a shared machine)."""
+    independent of other jobs on a shared machine) and median minor page faults per call."""
     med = statistics.median(times)
     out = {"seconds": round(med, 4), "seconds_min_max": [round(min(times), 4), round(max(times), 4)],
            "images_per_s": round(n / med, 2)}
     if cpu:
         out["cpu_seconds"] = round(statistics.median(cpu), 4)
+    if faults:
+        out["minor_page_faults"] = int(statistics.median(faults))
     return out
+
+
+def no_heap_trim() -> None:
+    """Fix glibc's heap thresholds for the whole process: never give the heap top back (``M_TRIM_THRESHOLD``)
+    and serve blocks up to 32 MB, glibc's largest allowed threshold, from the heap (``M_MMAP_THRESHOLD``;
+    fixing one threshold stops glibc's dynamic adjustment of both)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError) as e:
+        raise SystemExit(f"--no-heap-trim needs glibc's mallopt ({e}); run without it") from None
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (mallopt(m_trim_threshold, 2 ** 31 - 1) and mallopt(m_mmap_threshold, 32 * 2 ** 20)):
+        raise SystemExit("--no-heap-trim: glibc's mallopt refused the thresholds; run without it")
+
+
+def timed_runs(runners: dict[str, Callable[[], Tensor]], repeats: int,
+               dev: torch.device) -> tuple[dict[str, dict[str, list]], dict[str, Tensor]]:
+    """``repeats`` calls of every runner, interleaved (load from other jobs hits every variant alike):
+    ``({variant: {"wall", "cpu", "faults": [per call]}}, {variant: last output})``."""
+    meas = {k: {"wall": [], "cpu": [], "faults": []} for k in runners}
+    outs = {}
+    for _ in range(repeats):
+        for k, fn in runners.items():
+            wall, c, outs[k], f = timed(fn, dev)
+            meas[k]["wall"].append(wall)
+            meas[k]["cpu"].append(c)
+            meas[k]["faults"].append(f)
+    return meas, outs
+
+
+def timing(meas: dict[str, dict[str, list]], n: int) -> dict:
+    return {k: summary(v["wall"], n, v["cpu"], v["faults"]) for k, v in meas.items()}
+
+
+def speed(meas: dict[str, dict[str, list]], key: str, variants: tuple[str, ...]) -> dict:
+    """torchattacks' median over each variant's (``key``: ``"wall"`` or ``"cpu"``): > 1 means faster."""
+    peer = statistics.median(meas["torchattacks"][key])
+    return {k: round(peer / statistics.median(meas[k][key]), 3) for k in variants}
 
 
 def evaluations(model: nn.Module, fn: Callable[[], Tensor], n: int) -> dict:
@@ -153,9 +212,10 @@ def apgd_start(x: Tensor, eps: float, seed: int) -> Tensor:
 
 
 def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_CASES,
-              apgd_steps: int | None = None, load: Callable[[str], nn.Module] | None = None) -> list[dict]:
-    """The rows of one model: every PGD case of ``cases``, then APGD l∞ (``apgd_steps``, default 100).
-    ``load(path)`` gives the model (default: ``load_net(path, "classifier")``)."""
+              apgd_steps: int | None = None, load: Callable[[str], nn.Module] | None = None,
+              apgd: bool = True) -> list[dict]:
+    """The rows of one model: every PGD case of ``cases``, then (``apgd``) APGD l∞ (``apgd_steps``, default
+    100). ``load(path)`` gives the model (default: ``load_net(path, "classifier")``)."""
     import torchattacks
 
     from cflight.models.registry import load_net
@@ -170,24 +230,15 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
         labels = top2[:, 1] if targeted else top2[:, 0]
         runners = pgd_runners(model, x, logits, labels, norm, eps, alpha, steps, targeted)
         evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
-        times, cpu = {k: [] for k in runners}, {k: [] for k in runners}
-        outs = {}
-        for _ in range(repeats):  # interleaved: load from other jobs hits every variant alike
-            for k, fn in runners.items():
-                wall, c, outs[k] = timed(fn, dev)
-                times[k].append(wall)
-                cpu[k].append(c)
+        meas, outs = timed_runs(runners, repeats, dev)
         losses = {k: per_image_loss(model, v, labels, targeted) for k, v in outs.items()}
-        peer = times["torchattacks"]
+        variants = ("cflight_last", "cflight_best")
         rows.append({
             "model": path, "case": name, "norm": norm, "eps": eps, "step_size": alpha, "steps": steps,
             "targeted": targeted, "random_start": False, "n": n,
-            "timing": {k: summary(v, n, cpu[k]) for k, v in times.items()},
-            "speed_vs_torchattacks": {k: round(statistics.median(peer) / statistics.median(times[k]), 3)
-                                      for k in ("cflight_last", "cflight_best")},
-            "speed_vs_torchattacks_cpu_time": {
-                k: round(statistics.median(cpu["torchattacks"]) / statistics.median(cpu[k]), 3)
-                for k in ("cflight_last", "cflight_best")},
+            "timing": timing(meas, n),
+            "speed_vs_torchattacks": speed(meas, "wall", variants),
+            "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", variants),
             "agreement_last_iterate": loss_agreement(losses["cflight_last"][0], losses["torchattacks"][0]),
             "mean_loss": {k: float(v[0].mean()) for k, v in losses.items()},
             "success_rate": {k: success_rate(v[1], labels, targeted) for k, v in losses.items()},
@@ -197,6 +248,8 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
                           "share_within_tol": rows[-1]["agreement_last_iterate"]["share_within_tol"]}),
               flush=True)
 
+    if not apgd:
+        return rows
     # APGD l∞, untargeted CE
     eps, steps, rho = APGD_CASE["eps"], apgd_steps or APGD_CASE["steps"], APGD_CASE["rho"]
     labels = top2[:, 0]
@@ -208,13 +261,7 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     runners = {"torchattacks": lambda: atk(x, labels),
                "cflight": lambda: method(x, target, model, index=index, pred=logits).x_cf}
     evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
-    times, cpu = {k: [] for k in runners}, {k: [] for k in runners}
-    outs = {}
-    for _ in range(repeats):
-        for k, fn in runners.items():
-            wall, c, outs[k] = timed(fn, dev)
-            times[k].append(wall)
-            cpu[k].append(c)
+    meas, outs = timed_runs(runners, repeats, dev)
     # same start on both sides, best-loss iterates compared
     torch.manual_seed(atk.seed)
     x_best_peer = atk.attack_single_run(x, labels)[0]
@@ -226,11 +273,9 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     rows.append({
         "model": path, "case": f"apgd_linf_{steps}", "norm": "linf", "eps": eps, "steps": steps, "rho": rho,
         "targeted": False, "loss": "ce", "n": n,
-        "timing": {k: summary(v, n, cpu[k]) for k, v in times.items()},
-        "speed_vs_torchattacks": {"cflight": round(statistics.median(times["torchattacks"])
-                                                   / statistics.median(times["cflight"]), 3)},
-        "speed_vs_torchattacks_cpu_time": {"cflight": round(statistics.median(cpu["torchattacks"])
-                                                            / statistics.median(cpu["cflight"]), 3)},
+        "timing": timing(meas, n),
+        "speed_vs_torchattacks": speed(meas, "wall", ("cflight",)),
+        "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", ("cflight",)),
         "agreement_best_iterate_same_start": loss_agreement(l_cf[0], l_peer[0]),
         "mean_loss_same_start": {"torchattacks": float(l_peer[0].mean()), "cflight": float(l_cf[0].mean())},
         "success_rate_same_start": {"torchattacks": success_rate(l_peer[1], labels, False),
@@ -251,7 +296,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/pgd_vs_torchattacks.json")
+    names = [c[0] for c in PGD_CASES] + [APGD_NAME]
+    ap.add_argument("--cases", default=",".join(names), help=f"comma-separated subset of {','.join(names)}")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated checkpoints")
+    ap.add_argument("--no-heap-trim", action="store_true",
+                    help="fix glibc's heap thresholds (no trimming) for both libraries: see the module docstring")
     args = ap.parse_args(argv)
+    chosen = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(chosen) - set(names))
+    if unknown or not chosen:
+        ap.error(f"--cases: unknown or no case {unknown}; choose from {','.join(names)}")
+    models = [m for m in args.models.split(",") if m]
+    if not models:
+        ap.error("--models: give at least one checkpoint")
+    if args.no_heap_trim:
+        no_heap_trim()
     import torchattacks
 
     from cflight.data import MNISTDataModule
@@ -262,10 +321,13 @@ def main(argv: list[str] | None = None) -> dict:
     dm.setup("predict")
     x = next(iter(dm.predict_dataloader()))["image"].to(dev)
     load = os.getloadavg()
-    runs = [r for path in MODELS for r in run_model(path, x, args.repeats, dev)]
+    cases = tuple(c for c in PGD_CASES if c[0] in chosen)
+    runs = [r for path in models for r in run_model(path, x, args.repeats, dev, cases, apgd=APGD_NAME in chosen)]
     result = {
         **provenance(__file__, argv, dev), "torchattacks": torchattacks.__version__,
         "images": f"first {args.n} MNIST test",
+        "heap": ("glibc thresholds fixed (--no-heap-trim): no trimming, blocks <= 32 MB from the heap"
+                 if args.no_heap_trim else "the C library's default (glibc: dynamic trim / mmap thresholds)"),
         "load_average_1_5_15": {"start": [round(v, 2) for v in load],
                                 "end": [round(v, 2) for v in os.getloadavg()]},
         "timing": "wall seconds of one full attack call on the batch, variants interleaved; median and "

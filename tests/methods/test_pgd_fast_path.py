@@ -137,3 +137,107 @@ def test_l2_projection_is_nearest_point_float64():
     for _ in range(20):
         q = Fn.project_l2_box(p + 0.01 * torch.randn(p.shape, generator=g, dtype=torch.float64), x, 1.0)
         assert (Fn.lp_norm(q - z, 2) >= Fn.lp_norm(p - z, 2) - 1e-12).all()
+
+
+def _boolean_l2_scale(up, cp, eps_p, rounds=12):
+    """The l2 scale's iteration as first written (boolean sets, every row in every round, corner rows to the
+    sort): the reference that the float-indicator, active-row version must equal to the bit."""
+    from cflight.methods.functional.lp_geometry import _saturating_scale
+
+    tiny = torch.finfo(torch.float64).tiny
+    corner = up.sum(1, dtype=torch.float64) <= eps_p
+    t = eps_p / cp.sum(1, dtype=torch.float64).clamp_min(tiny)
+    sat = torch.zeros_like(up, dtype=torch.bool)
+    done = corner.clone()
+    for _ in range(rounds):
+        new = cp * t[:, None].to(cp.dtype) >= up
+        done = done | (new == sat).all(1) | (t >= 1)
+        if bool(done.all()):
+            break
+        sat = new
+        s_sat = torch.where(sat, up, torch.zeros_like(up)).sum(1, dtype=torch.float64)
+        c_free = torch.where(sat, torch.zeros_like(cp), cp).sum(1, dtype=torch.float64)
+        t_new = (eps_p - s_sat).clamp_min(0) / c_free.clamp_min(tiny)
+        t = torch.where(done, t, torch.where(c_free > 0, t_new, torch.zeros_like(t_new)))
+    rest = ~done | corner
+    if bool(rest.any()):
+        t = t.clone()
+        t[rest] = _saturating_scale(up[rest], cp[rest], eps_p[rest])
+    return t
+
+
+def _random_steps(seed, dtype, b=24, d=784):
+    """Centres with pixels on both box faces and steps from ball-only (0.05) to box-dominated (3)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, d, generator=g, dtype=dtype) * (torch.rand(b, d, generator=g) > 0.5)
+    x[x > 0.8] = 1.0
+    scale = torch.tensor([0.05, 0.3, 1.0, 3.0], dtype=dtype).repeat(b // 4 + 1)[:b, None]
+    z = x + scale * torch.randn(b, d, generator=g, dtype=dtype) * (torch.rand(b, d, generator=g) > 0.2)
+    eps = torch.rand(b, generator=g, dtype=torch.float64) * 6
+    eps[0], eps[1] = 0.0, 1e3  # no radius; a radius beyond the box diameter √d
+    z[2] = x[2]  # no step (zero gradient)
+    return z, x, eps
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rounds", [0, 1, 2, 12])
+def test_l2_scale_bitwise_equals_boolean_iteration(dtype, rounds):
+    """The projection's ``t = min(1, √T)`` is the boolean iteration's to the bit (so APGD-l2 and the random
+    starts, which share the projection, are unchanged), also where rows fall back to the sorted solve."""
+    from cflight.methods.functional.lp_geometry import _l2_scale, _step_in_box
+
+    for seed in range(6):
+        z, x, eps = _random_steps(seed, dtype)
+        e, _, u, a = _step_in_box(z, x, eps)
+        new = _l2_scale(u * u, a * a, e * e, rounds=rounds).sqrt().clamp_max(1).to(dtype)
+        ref = _boolean_l2_scale(u * u, a * a, e * e, rounds=rounds).sqrt().clamp_max(1).to(dtype)
+        assert torch.equal(new, ref)
+
+
+def _bisection_projection(z, x, eps):
+    """Float64 closed form independent of the solvers: ``clip(x + t(z − x))`` with ``t = 1`` if that is inside
+    the ball, else the root of the non-decreasing ``‖clip(x + t(z − x)) − x‖ = ε`` by bisection."""
+    d = z - x
+    norm = lambda t: (torch.clamp(x + t[:, None] * d, 0, 1) - x).norm(dim=1)  # noqa: E731
+    lo, hi = torch.zeros_like(eps), torch.ones_like(eps)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        below = norm(mid) <= eps
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    t = torch.where(norm(torch.ones_like(eps)) <= eps, torch.ones_like(eps), lo)
+    return torch.clamp(x + t[:, None] * d, 0, 1)
+
+
+def test_l2_projection_edge_cases_against_closed_form_float64():
+    """Inside the ball, clipped by the box faces only, on the box faces, ε beyond the box diameter, no step,
+    ε = 0 and box-dominated steps (several rounds): equal to the bisection closed form and to the sorted
+    solve to 1e-10."""
+    from cflight.methods.functional import lp_geometry as G
+
+    z, x, eps = _random_steps(7, torch.float64, b=32, d=64)
+    z[3] = x[3] + 1e-3 * torch.randn(64, dtype=torch.float64)  # inside the ball (and nearly the box)
+    z[4] = x[4] + 0.05 * torch.randn(64, dtype=torch.float64)
+    z[4, :8] = torch.tensor([3.0, -3.0] * 4, dtype=torch.float64)  # outside the box, clip(z) inside the ball
+    eps[4] = float((z[4].clamp(0, 1) - x[4]).norm()) * 1.5
+    x[5, :32], z[5, :32] = 1.0, 2.0  # on the upper face, pushing outwards: those pixels stay at 1
+    x[5, 32:], z[5, 32:] = 0.0, 0.5  # on the lower face, moving inwards: ball-limited
+    eps[5] = 1.0
+    p = Fn.project_l2_box(z, x, eps)
+    ref = _bisection_projection(z, x, eps)
+    torch.testing.assert_close(p, ref, rtol=0, atol=1e-10)
+    e, sgn, u, a = G._step_in_box(z, x, eps)
+    t_sort = G._saturating_scale(u * u, a * a, e * e).sqrt().clamp_max(1)
+    torch.testing.assert_close(p, G._point(x, sgn * torch.minimum(u, t_sort[:, None] * a)), rtol=0, atol=1e-10)
+    torch.testing.assert_close(p[[0, 2]], x[[0, 2]], rtol=0, atol=0)  # ε = 0; no step
+    torch.testing.assert_close(p[[1, 3, 4]], z[[1, 3, 4]].clamp(0, 1), rtol=0, atol=1e-15)
+    assert (p[5, :32] == 1).all() and abs(float((p[5] - x[5]).norm()) - 1.0) < 1e-12
+    out = (z.clamp(0, 1) - x).norm(dim=1) > eps
+    torch.testing.assert_close((p - x).norm(dim=1)[out], eps[out], rtol=0, atol=1e-10)
+
+
+def test_l2_projection_batch_equals_rows_float32():
+    """Rows leave the iteration at different rounds: each row's result is still its own, to the bit."""
+    z, x, eps = _random_steps(8, torch.float32, b=16)
+    batch = Fn.project_l2_box(z, x, eps)
+    for i in range(16):
+        assert torch.equal(Fn.project_l2_box(z[i:i + 1], x[i:i + 1], eps[i:i + 1]), batch[i:i + 1])

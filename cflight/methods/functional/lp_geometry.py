@@ -208,31 +208,51 @@ def project_l2_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
 def _l2_scale(up: Tensor, cp: Tensor, eps_p: Tensor, rounds: int = 12) -> Tensor:
     """:func:`_saturating_scale` for the l2 projection without the sort where few rounds suffice (PGD's path).
 
-    Active-set iteration from ``T₀ = ε²/Σ cp`` (the ball alone): ``T_{k+1} = (ε² − Σ_{sat(T_k)} up) /
-    Σ_{free(T_k)} cp`` with ``sat(T) = {i : T·cp_i ≥ up_i}``. Counting the coordinates that saturate beyond
-    ``T_k`` as free overestimates ``g`` above ``T_k``, so ``T_k ≤ T_{k+1} ≤ T*`` and the saturated set only
-    grows; once it stops changing ``g(T_k) = ε²`` on that segment: ``T_k = T*`` exactly (the sorted solve's
-    segment). Rows whose set still changes after ``rounds`` rounds, and rows where the whole box corner fits
-    (``T* = +∞``), take the sorted solve.
+    Newton's method on the concave, non-decreasing ``g(T) = Σ_i min(up_i, T·cp_i)`` from ``T₀ = ε²/Σ cp``
+    (the ball alone): ``T_{k+1} = (ε² − Σ_{sat(T_k)} up) / Σ_{free(T_k)} cp`` with ``sat(T) = {i : T·cp_i ≥
+    up_i}``. Counting the coordinates that saturate beyond ``T_k`` as free overestimates ``g`` above ``T_k``,
+    so ``T_k ≤ T_{k+1} ≤ T*`` and the saturated set only grows; once it stops changing ``g(T_k) = ε²`` on that
+    segment: ``T_k = T*`` exactly (the sorted solve's segment). A row stops there, at ``T_k ≥ 1`` (the
+    projection's ``t`` is 1 either way) or where the whole box corner fits (``Σ up ≤ ε²``: ``+∞``); rows whose
+    set still changes after ``rounds`` rounds take the sorted solve.
+
+    Cost (the projection runs once per PGD step): each round works on the rows still iterating only (most
+    stop after one update), and the sets are float 0/1 indicators of the free coordinates,
+    ``sign(max(up − T·cp, 0))``, compared by ``Σ|Δ|`` — on CPU, bool kernels (``>=``, ``where``, ``all``) are
+    several times slower than float ones. Products, masked arrays and float64 sums are those of the boolean
+    formulation, row by row, so ``T`` is the same to the bit.
     """
+    tiny = torch.finfo(torch.float64).tiny
     corner = up.sum(1, dtype=torch.float64) <= eps_p
-    t = eps_p / cp.sum(1, dtype=torch.float64).clamp_min(torch.finfo(torch.float64).tiny)
-    sat = torch.zeros_like(up, dtype=torch.bool)
-    done = corner.clone()
+    t = eps_p / cp.sum(1, dtype=torch.float64).clamp_min(tiny)
+    going = ~(corner | (t >= 1))
+    rows = going.nonzero().squeeze(1)  # the rows still iterating; ``state``: their (up, cp, ε², T)
+    state = (up, cp, eps_p, t) if bool(going.all()) else (up[rows], cp[rows], eps_p[rows], t[rows])
+    free = torch.ones_like(state[1])  # indicator of the free set of the previous round: none saturated before T₀
     for _ in range(rounds):
-        new = cp * t[:, None].to(cp.dtype) >= up
-        done = done | (new == sat).all(1) | (t >= 1)  # T* ≥ T_k ≥ 1: the projection's t is 1 either way
-        if bool(done.all()):
+        if rows.numel() == 0:
             break
-        sat = new
-        s_sat = torch.where(sat, up, torch.zeros_like(up)).sum(1, dtype=torch.float64)
-        c_free = torch.where(sat, torch.zeros_like(cp), cp).sum(1, dtype=torch.float64)
-        t_new = (eps_p - s_sat).clamp_min(0) / c_free.clamp_min(torch.finfo(torch.float64).tiny)
-        t = torch.where(done, t, torch.where(c_free > 0, t_new, torch.zeros_like(t_new)))
-    if not bool(done.all()) or bool(corner.any()):
-        rest = ~done | corner
-        t = t.clone()
-        t[rest] = _saturating_scale(up[rest], cp[rest], eps_p[rest])
+        u_p, c_p, e_p, t_r = state
+        new = torch.sub(u_p, c_p * t_r[:, None].to(c_p.dtype)).clamp_min_(0).sign_()  # 1 free, 0 T·cp ≥ up
+        moving = torch.sub(new, free).abs_().sum(1) != 0  # nested sets (T non-decreasing): equal iff Σ|Δ| = 0
+        if not bool(moving.all()):  # the others have converged: t holds their T*
+            rows, state, new = rows[moving], tuple(v[moving] for v in state), new[moving]
+            if rows.numel() == 0:
+                break
+            u_p, c_p, e_p, t_r = state
+        free = new
+        s_sat = torch.sub(u_p, u_p * free).sum(1, dtype=torch.float64)  # Σ_sat up (free entries exactly 0)
+        c_free = (c_p * free).sum(1, dtype=torch.float64)  # Σ_free cp (saturated entries exactly 0)
+        t_r = (e_p - s_sat).clamp_min(0) / c_free.clamp_min(tiny)
+        t_r = torch.where(c_free > 0, t_r, torch.zeros_like(t_r))
+        t[rows] = t_r
+        state = (u_p, c_p, e_p, t_r)
+        below = t_r < 1  # T* ≥ T_k ≥ 1: the projection's t is 1 either way
+        if not bool(below.all()):
+            rows, state, free = rows[below], tuple(v[below] for v in state), free[below]
+    t = torch.where(corner, torch.full_like(t, math.inf), t)
+    if rows.numel():
+        t[rows] = _saturating_scale(up[rows], cp[rows], eps_p[rows])
     return t
 
 

@@ -52,11 +52,13 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
             (loss, aux), g = active.evaluate_loss(loss_only, x_cur), None
         else:
             loss, g, aux = active.evaluate(x_cur)
+        # the best iterate's gradient is never used (no checkpoint restarts from it, unlike APGD / AFW):
+        # not tracked, which saves a clone and a select of a gradient per step
         if loss0 is None:
             loss0 = loss.clone()
-            best = _Best(x_cur, loss, g, aux) if keep_best else None
+            best = _Best(x_cur, loss, None, aux) if keep_best else None
         elif best is not None:  # without keep_best no iterate but the last is returned: nothing to track
-            best.update(x_cur, loss, g, aux)
+            best.update(x_cur, loss, None, aux)
         if record:
             trace["loss"].append(loss.clone())
         keep = active.check(i, x_cur, loss, aux)
