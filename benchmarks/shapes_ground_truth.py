@@ -49,12 +49,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,7 +67,7 @@ import yaml  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from benchmarks.provenance import provenance  # noqa: E402
-from benchmarks.task_pool import Task, run_tasks  # noqa: E402
+from benchmarks.task_pool import Task, quiet_process, run_tasks  # noqa: E402
 from cflight.attribution import GlobalAttribution, latent_attribution, summarise  # noqa: E402
 from cflight.cli import CflightCLI  # noqa: E402
 from cflight.data import ShapesDataset  # noqa: E402
@@ -133,8 +131,8 @@ def data_overrides(s: Settings, n_explain: bool = False) -> list[str]:
     return [f"--data.init_args.{k}={v}" for k, v in sizes.items() if v is not None]
 
 
-def fit(name: str, s: Settings, workdir: Path, extra: Sequence[str] = (), reuse: bool = False,
-        tag: str | None = None, seed: int | None = None) -> dict[str, Any]:
+def fit(name: str, s: Settings, workdir: Path, extra: Sequence[str] = (), tag: str | None = None,
+        seed: int | None = None) -> dict[str, Any]:
     """Train ``configs/train/shapes_<name>.yaml`` (``seed``: its ``seed_everything``; ``None``: the config's);
     returns the checkpoint, validation metrics and seconds."""
     tag = tag or name
@@ -142,7 +140,7 @@ def fit(name: str, s: Settings, workdir: Path, extra: Sequence[str] = (), reuse:
         extra = [f"--seed_everything={seed}", *extra]
     ckpt = workdir / f"{tag}.ckpt"
     meta = workdir / f"{tag}.json"
-    if (reuse or s.reuse_checkpoints) and ckpt.is_file() and meta.is_file():
+    if s.reuse_checkpoints and ckpt.is_file() and meta.is_file():
         return json.loads(meta.read_text())
     t0 = time.perf_counter()
     epochs = [f"--trainer.max_epochs={s.epochs[name]}"] if name in s.epochs else []
@@ -300,15 +298,15 @@ def base_tasks(s: Settings, workdir: Path, std: list[float]) -> list[Task]:
         tasks.append(Task(f"heads_{gen}", fit, lambda r, g=gen: (
             "descriptors_latent", s, workdir, [f"--model.init_args.encoder={r[g]['checkpoint']}",
                                                f"--model.init_args.net_kwargs.latent_dim={latent_dim(g)}"],
-            False, f"heads_{g}"), (gen,)))
+            f"heads_{g}"), (gen,)))
     for seed in s.seeds:
-        tasks += [Task(f"classifier/seed{seed}", fit, lambda r, k=seed: ("classifier", s, workdir, (), False,
+        tasks += [Task(f"classifier/seed{seed}", fit, lambda r, k=seed: ("classifier", s, workdir, (),
                                                                          f"classifier_seed{k}", k)),
                   Task(f"classifier_marker/seed{seed}", fit, lambda r, k=seed: (
-                      "classifier_marker", s, workdir, (), False, f"classifier_marker_seed{k}", k)),
+                      "classifier_marker", s, workdir, (), f"classifier_marker_seed{k}", k)),
                   # the control of (b): the same spurious classifier trained longer, when it leans on the shape
                   Task(f"classifier_marker_long/seed{seed}", fit, lambda r, k=seed: (
-                      "classifier_marker", s, workdir, [f"--trainer.max_epochs={s.control_epochs}"], False,
+                      "classifier_marker", s, workdir, [f"--trainer.max_epochs={s.control_epochs}"],
                       f"classifier_marker_long_seed{k}", k))]
     for gen in ("vae", "gan"):
         for seed in s.seeds:
@@ -376,13 +374,12 @@ def run(s: Settings, workdir: Path, matrix: bool = False, workers: int = 2) -> d
     t_start = time.perf_counter()
     std_t = descriptor_std(s, TRAIN["descriptors"])
     std = [float(v) for v in std_t]
-    tasks = base_tasks(s, workdir, std)
-    if matrix:
-        from benchmarks import shapes_matrix
+    from benchmarks import shapes_matrix  # imports this module: not at the top
 
-        tasks += shapes_matrix.tasks(s, workdir, std)
+    base_list = base_tasks(s, workdir, std)
+    tasks = base_list + (shapes_matrix.tasks(s, workdir, std) if matrix else [])
     results, timeline = run_tasks(tasks, workers=workers, dump_dir=workdir / "task_results")
-    base_keys = [t.key for t in base_tasks(s, workdir, std)]
+    base_keys = [t.key for t in base_list]
     base = summarise_base(results, s)
     names = list(load_net(results["descriptors"]["checkpoint"], "descriptor").names)
     base.update(descriptor_std=dict(zip(names, [round(v, 4) for v in std])), settings=dataclasses.asdict(s),
@@ -391,8 +388,6 @@ def run(s: Settings, workdir: Path, matrix: bool = False, workers: int = 2) -> d
                 seconds=round(time.perf_counter() - t_start, 1), timeline={k: timeline[k] for k in base_keys})
     out: dict[str, Any] = {"base": base, "matrix": None}
     if matrix:
-        from benchmarks import shapes_matrix
-
         out["matrix"] = shapes_matrix.summarise(results, s, timeline)
         out["matrix"]["seconds"] = round(time.perf_counter() - t_start, 1)
     return out
@@ -410,13 +405,7 @@ def main() -> None:
                     help="result JSON of (a)/(b) (default: benchmarks/results/shapes_ground_truth.json; --quick: "
                          "none); the matrix goes beside it as shapes_matrix.json")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    # the CLI is driven from Python on purpose (LightningCLI warns when the script has its own argv)
-    warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_process(threads=1)  # as every worker (the CLI is driven from Python on purpose: no argv warnings)
     settings = QUICK if args.quick else Settings()
     if args.seeds:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))

@@ -80,12 +80,21 @@ def cell_data(cell: str) -> dict[str, Any]:
     return spec
 
 
-def dataset(cell: str, s: Any, split: str = "test", n: int | None = None) -> ShapesDataset:
-    """The cell's split, the other settings as the spurious classifier's config."""
+def cell_kwargs(cell: str, s: Any) -> dict[str, Any]:
+    """The cell's ShapesDataModule arguments: the spurious classifier's config with the cell's data (and the
+    run's split sizes where ``s`` sets them)."""
     init = yaml.safe_load(sgt.TRAIN["classifier_marker"].read_text())["data"]["init_args"]
-    keys = ("shapes", "colours", "size_range", "marker_prob_other", "seed")
-    return ShapesDataset(n or s.n_test or init["n_test"], split=split, **{k: init[k] for k in keys},
-                         **cell_data(cell))
+    keys = ("shapes", "colours", "size_range", "marker_prob_other", "seed", "n_train", "n_val", "n_test")
+    out = {**{k: init[k] for k in keys}, **cell_data(cell)}
+    out.update({k: v for k in ("n_train", "n_val", "n_test") if (v := getattr(s, k)) is not None})
+    return out
+
+
+def dataset(cell: str, s: Any, split: str = "test", n: int | None = None) -> ShapesDataset:
+    """The cell's split (``n`` images, default the split's size)."""
+    kw = cell_kwargs(cell, s)
+    sizes = {k: kw.pop(k) for k in ("n_train", "n_val", "n_test")}
+    return ShapesDataset(n or sizes[f"n_{split}"], split=split, **kw)
 
 
 def fit_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
@@ -159,19 +168,14 @@ def explain_cell(cell: str, method: str, paths: dict[str, str], s: Any, std: lis
 
     from cflight.data import ShapesDataModule
     from cflight.lit import ExplainModule
-    from cflight.models.registry import load_net
     from cflight.targets import FixedClass
 
     t0 = time.perf_counter()
     seed_everything(seed, verbose=False)
     cause = cell.split("/")[0]
     spec = cell_data(cell)
-    init = yaml.safe_load(sgt.TRAIN["classifier_marker"].read_text())["data"]["init_args"]
-    keys = ("shapes", "colours", "size_range", "marker_prob_other", "seed", "n_train", "n_val", "n_test")
-    data_kw = {**{k: init[k] for k in keys}, **spec}
-    data_kw.update({k: v for k, v in (("n_train", s.n_train), ("n_val", s.n_val), ("n_test", s.n_test))
-                    if v is not None})
-    dm = ShapesDataModule(**data_kw, batch_size=100, predict_split="test", predict_limit=s.matrix_n_explain)
+    dm = ShapesDataModule(**cell_kwargs(cell, s), batch_size=100, predict_split="test",
+                          predict_limit=s.matrix_n_explain)
     latent = method.startswith("latent_")
     module = ExplainModule(method=build_method(method, paths, s, radius, seed), model=paths["classifier"],
                            target_policy=FixedClass(spec["marker_class"], THRESHOLD),
@@ -184,7 +188,7 @@ def explain_cell(cell: str, method: str, paths: dict[str, str], s: Any, std: lis
         return {"n_explained": 0, "seconds": round(time.perf_counter() - t0, 1)}
     rows = {k: torch.cat([b[k] for b in batches]) for k in batches[0] if isinstance(batches[0][k], Tensor)}
     rows["faithful"] = torch.ones_like(rows["valid"])  # the reconstruction filter already dropped the others
-    names = list(load_net(paths["descriptors"], "descriptor").names)
+    names = list(module.descriptors.names)  # the descriptor CNN the module loaded
     scores = rows["descriptor_delta"].double() / torch.tensor(std, dtype=torch.float64)
     by_target = sgt.global_ranking(scores, rows, names, CAUSES[cause]["classes"])
     cause_rank = marker_rank = None

@@ -28,8 +28,9 @@ class Task:
     deps: Sequence[str] = field(default_factory=tuple)
 
 
-def _worker_init(threads: int) -> None:
-    """Each worker: ``threads`` torch threads, quiet logging (the same for every task)."""
+def quiet_process(threads: int) -> None:
+    """``threads`` torch threads, offline W&B / hub, no UserWarning / DeprecationWarning and Lightning's info
+    logging off: each worker's set-up (the same for every task), and the parent's."""
     import logging
     import warnings
 
@@ -62,7 +63,7 @@ def run_tasks(tasks: Sequence[Task], workers: int = 2, threads: int = 1, log: Ca
     running: dict[Future, tuple[Task, float]] = {}
     t0 = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")  # fork after torch threads exist can deadlock
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=quiet_process, initargs=(threads,)) as pool:
         while pending or running:
             for task in list(pending):  # the first ready tasks in the given order, one per free worker
                 if len(running) >= workers:

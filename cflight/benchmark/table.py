@@ -37,24 +37,20 @@ COLUMNS: list[Column] = [
 # a regression job's metrics.json has ``validity`` = share with |ŷ' − ỹ| ≤ δ on the returned image
 # (cflight.lit.ExplainModule._score); the realism columns (OPTIONAL_REGRESSION) appear only where some job
 # computed them (a writer with fid_feature_net, mnac_attributes or lpips), not as a column of dashes
+_SAME = {c[0]: c for c in COLUMNS}  # the columns a regression table shares with the classification one
 REGRESSION_COLUMNS: list[Column] = [
-    ("n", "n", "n", 0),
+    _SAME["n"],
     ("success", "validity", "success", 3),
     ("mae", "mae_to_target", "MAE", 4),
     ("oracle_success", "oracle_validity", "oracle success", 3),
     ("oracle_mae", "oracle_mae", "oracle MAE", 4),
-    ("l1", "mean_l1", "l1", 2),
-    ("l2", "mean_l2", "l2", 3),
-    ("linf", "mean_linf", "l∞", 3),
-    ("sparsity", "sparsity", "sparsity", 3),
+    *(_SAME[k] for k in ("l1", "l2", "linf", "sparsity")),
     ("background_mae", "background_mae", "background MAE", 4),
     ("fid", "fid_successful", "FID (within δ)", 2),
     ("kid", "kid_successful", "KID (within δ)", 4),
-    ("mnac", "mnac", "MNAC", 2),
+    _SAME["mnac"],
     ("lpips", "mean_lpips", "LPIPS", 3),
-    ("seconds_per_image", "seconds_per_image", "s / image", 4),
-    ("evaluations_per_image", "evaluations_per_image_total", "evaluations / image", 1),
-    ("peak_memory_mb", "peak_memory_mb", "peak MB", 0),
+    *(_SAME[k] for k in ("seconds_per_image", "evaluations_per_image", "peak_memory_mb")),
 ]
 OPTIONAL_REGRESSION = {"fid", "kid", "mnac", "lpips"}
 # the target policy's tolerance δ, added to each regression job's metrics by the runner: a csv column and the
