@@ -19,7 +19,7 @@ trained once. Each seed's ranks are reported, with their minimum, maximum and me
 
 ``--matrix`` (its own run, its own time) adds the matrix of ``benchmarks/shapes_matrix.py``: true causes
 (shape, colour, size) x planted shortcuts (the base marker, another corner, another marker shape, another
-class, a lower frequency) x methods (Counterfactual Attacks with the VAE and the GAN, SVCE, PGD, APGD), with
+class, a lower frequency) x methods (Counterfactual Attacks with the VAE and the GAN, SVCE, PGD, APGD, DVCE), with
 each classifier's measured reliance on its shortcut, radii calibrated to the shortcut's own norm and the change
 mass inside the shortcut's pixels beside the descriptor ranks.
 
@@ -42,6 +42,8 @@ trained: the GAN (about half an hour on one core) trains while the other worker 
 
     .venv/bin/python benchmarks/shapes_ground_truth.py            # (a) + (b), 3 seeds: ~40 min on 2 cores
     .venv/bin/python benchmarks/shapes_ground_truth.py --matrix   # and the matrix (shapes_matrix.json)
+    .venv/bin/python benchmarks/shapes_ground_truth.py --matrix-only --matrix-methods dvce
+                                                    # DVCE's column alone (shapes_matrix_dvce.json)
     .venv/bin/python benchmarks/shapes_ground_truth.py --quick    # smoke run, ~2 min
 """
 from __future__ import annotations
@@ -76,7 +78,8 @@ from cflight.models.registry import load_net  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {name: ROOT / f"configs/train/shapes_{name}.yaml"
-         for name in ("classifier", "classifier_marker", "vae", "gan", "descriptors", "descriptors_latent")}
+         for name in ("classifier", "classifier_marker", "vae", "gan", "descriptors", "descriptors_latent", "ddpm",
+                      "robust")}
 EXPLAIN = {"shape": ROOT / "configs/explain/latent_attack_shapes.yaml",
            "marker": ROOT / "configs/explain/latent_attack_shapes_marker.yaml"}
 QUIET = ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false",
@@ -103,13 +106,20 @@ class Settings:
     matrix_n_explain: int = 150
     matrix_radius_factor: float = 1.5
     matrix_cells: tuple[str, ...] | None = None  # None: every cell
+    matrix_methods: tuple[str, ...] = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce")
+    # DVCE in the matrix: the shapes DDPM's training steps (None: the config's) and the respaced chain
+    # (mnist_all_methods.yaml's: 100 respaced steps, the first 50 skipped)
+    ddpm_steps: int | None = None
+    dvce_respacing: str = "100"
+    dvce_skip: int = 50
     # development only: keep checkpoints already in the work directory (a published result never does)
     reuse_checkpoints: bool = False
 
 
-QUICK = Settings(n_train=256, n_val=64, n_test=64, epochs={k: 1 for k in TRAIN}, n_explain=24, max_steps=20,
-                 projection_steps=3, std_samples=256, control_epochs=1, seeds=(0, 1), matrix_n_explain=12,
-                 matrix_cells=("shape/base", "size/corner"))
+QUICK = Settings(n_train=256, n_val=64, n_test=64, epochs={k: 1 for k in TRAIN if k != "ddpm"}, n_explain=24,
+                 max_steps=20, projection_steps=3, std_samples=256, control_epochs=1, seeds=(0, 1),
+                 matrix_n_explain=12, matrix_cells=("shape/base", "size/corner"), ddpm_steps=10,
+                 dvce_respacing="10", dvce_skip=5)
 
 
 def instantiate(config: Path, overrides: list[str], workdir: Path) -> CflightCLI:
@@ -144,6 +154,8 @@ def fit(name: str, s: Settings, workdir: Path, extra: Sequence[str] = (), tag: s
         return json.loads(meta.read_text())
     t0 = time.perf_counter()
     epochs = [f"--trainer.max_epochs={s.epochs[name]}"] if name in s.epochs else []
+    if name == "ddpm" and s.ddpm_steps is not None:  # trained by steps, not epochs
+        epochs = [f"--trainer.max_steps={s.ddpm_steps}"]
     cli = instantiate(TRAIN[name], [*epochs, *data_overrides(s), *extra], workdir / tag)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.trainer.save_checkpoint(ckpt, weights_only=True)
@@ -369,25 +381,31 @@ def summarise_base(results: dict[str, Any], s: Settings) -> dict[str, Any]:
             "training_shared": {k: results[k] for k in (*SHARED, "heads_vae", "heads_gan")}}
 
 
-def run(s: Settings, workdir: Path, matrix: bool = False, workers: int = 2) -> dict[str, Any]:
-    """Train and explain everything; ``{"base": ..., "matrix": ... or None, "timeline": ...}``."""
+def run(s: Settings, workdir: Path, matrix: bool = False, workers: int = 2,
+        matrix_only: bool = False) -> dict[str, Any]:
+    """Train and explain everything; ``{"base": ..., "matrix": ... or None, "timeline": ...}``.
+    ``matrix_only``: the matrix alone (of the base tasks only the shared models its methods need)."""
     t_start = time.perf_counter()
     std_t = descriptor_std(s, TRAIN["descriptors"])
     std = [float(v) for v in std_t]
     from benchmarks import shapes_matrix  # imports this module: not at the top
 
     base_list = base_tasks(s, workdir, std)
-    tasks = base_list + (shapes_matrix.tasks(s, workdir, std) if matrix else [])
+    if matrix_only:
+        base_list = [t for t in base_list if t.key in shapes_matrix.shared_models(s)]
+    tasks = base_list + (shapes_matrix.tasks(s, workdir, std) if matrix or matrix_only else [])
     results, timeline = run_tasks(tasks, workers=workers, dump_dir=workdir / "task_results")
-    base_keys = [t.key for t in base_list]
-    base = summarise_base(results, s)
-    names = list(load_net(results["descriptors"]["checkpoint"], "descriptor").names)
-    base.update(descriptor_std=dict(zip(names, [round(v, 4) for v in std])), settings=dataclasses.asdict(s),
-                # (a) and (b) were done when their last task ended: a run without the matrix takes at most this
-                base_done_seconds=max(timeline[k]["end"] for k in base_keys),
-                seconds=round(time.perf_counter() - t_start, 1), timeline={k: timeline[k] for k in base_keys})
-    out: dict[str, Any] = {"base": base, "matrix": None}
-    if matrix:
+    out: dict[str, Any] = {"base": None, "matrix": None}
+    if not matrix_only:
+        base_keys = [t.key for t in base_list]
+        base = summarise_base(results, s)
+        names = list(load_net(results["descriptors"]["checkpoint"], "descriptor").names)
+        base.update(descriptor_std=dict(zip(names, [round(v, 4) for v in std])), settings=dataclasses.asdict(s),
+                    # (a) and (b) were done when their last task ended: a run without the matrix takes at most this
+                    base_done_seconds=max(timeline[k]["end"] for k in base_keys),
+                    seconds=round(time.perf_counter() - t_start, 1), timeline={k: timeline[k] for k in base_keys})
+        out["base"] = base
+    if matrix or matrix_only:
         out["matrix"] = shapes_matrix.summarise(results, s, timeline)
         out["matrix"]["seconds"] = round(time.perf_counter() - t_start, 1)
     return out
@@ -397,6 +415,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (~2 min)")
     ap.add_argument("--matrix", action="store_true", help="also run the causes x shortcuts x methods matrix")
+    ap.add_argument("--matrix-only", action="store_true", help="run the matrix alone, without (a) and (b)")
+    ap.add_argument("--matrix-methods", nargs="+", default=None,
+                    help="the matrix's methods (default: all of latent_vae latent_gan svce pgd apgd dvce)")
     ap.add_argument("--workdir", default=None, help="where checkpoints go (default: a temporary directory)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     ap.add_argument("--reuse", action="store_true", help="development: reuse checkpoints in --workdir")
@@ -411,21 +432,38 @@ def main() -> None:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
     if args.reuse:
         settings = dataclasses.replace(settings, reuse_checkpoints=True)
+    if args.matrix_methods:
+        from benchmarks import shapes_matrix
+
+        try:
+            settings = dataclasses.replace(settings, matrix_methods=shapes_matrix.check_methods(args.matrix_methods))
+        except ValueError as err:
+            ap.error(str(err))  # one line, exit status 2
+    results_dir = ROOT / "benchmarks/results"
+    if args.matrix_only:  # --out names the matrix file; a subset of the methods gets its own default name
+        subset = set(settings.matrix_methods) != set(Settings().matrix_methods)
+        default = results_dir / ("shapes_matrix_" + "_".join(settings.matrix_methods) + ".json" if subset
+                                 else "shapes_matrix.json")
+        paths = {"base": None, "matrix": args.out or (None if args.quick else str(default))}
+    else:
+        out = args.out or (None if args.quick else str(results_dir / "shapes_ground_truth.json"))
+        paths = {"base": out, "matrix": out and str(Path(out).with_name("shapes_matrix.json"))}
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(settings, Path(args.workdir or tmp), matrix=args.matrix, workers=args.workers)
-    out = args.out or (None if args.quick else str(ROOT / "benchmarks/results/shapes_ground_truth.json"))
+        result = run(settings, Path(args.workdir or tmp), matrix=args.matrix, workers=args.workers,
+                     matrix_only=args.matrix_only)
     record = provenance(__file__)
     record["machine"]["workers"] = args.workers
     record["machine"]["load_average_1_5_15_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    for part, path in (("base", out), ("matrix", out and str(Path(out).with_name("shapes_matrix.json")))):
+    for part, path in paths.items():
         if result[part] is None or not path:
             continue
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({**record, **result[part]}, indent=2) + "\n")
     base = result["base"]
     keys = ("shape_rank_vae", "shape_rank_gan", "marker_rank_vae", "marker_rank_gan")
-    print(json.dumps({**{k: base[k]["per_seed"] for k in keys}, "seconds": base["seconds"],
-                      "base_done_seconds": base["base_done_seconds"]}))
+    if base is not None:
+        print(json.dumps({**{k: base[k]["per_seed"] for k in keys}, "seconds": base["seconds"],
+                          "base_done_seconds": base["base_done_seconds"]}))
     if result["matrix"] is not None:
         from benchmarks import shapes_matrix
 

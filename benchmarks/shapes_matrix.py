@@ -15,8 +15,11 @@ method: Counterfactual Attacks through the VAE and through the GAN (``latent_att
 settings), SVCE (l1.5 ball) and the pixel baselines PGD and APGD (l2 ball). The pixel methods' radius is
 ``matrix_radius_factor`` times the shortcut's own norm (the mean ‖marked − unmarked‖ over the explained images
 in that norm), so painting the marker is within reach: at the MNIST radius (l1.5 = 6) it is not, a marker's own
-l1.5 norm being about twice that. DVCE is not in the matrix: it needs a diffusion model of the shapes, which
-this CPU cannot train within the run (the shipped DDPMs are of MNIST and squares).
+l1.5 norm being about twice that. DVCE (``mnist_all_methods.yaml``'s settings: 100 respaced steps, the first 50
+skipped, λ_c 0.2, the 30° cone) guides a DDPM of the shapes (``configs/train/shapes_ddpm.yaml``, the generators'
+data: markers independent of the shape), trained once, through a robust model trained per cell on the cell's
+data (``configs/train/shapes_robust.yaml``: PGD-l2 adversarial training at ε = 0.25,
+then the ECE temperature), so the robust model sees the same shortcut as the classifier it serves.
 
 Per cell the result records the classifier's measured **reliance** on its shortcut (the share of unmarked
 other-class test images it puts in the marked class once the marker is drawn on them) and its accuracy on
@@ -56,8 +59,23 @@ SHORTCUTS: dict[str, dict[str, Any]] = {
     "class": {"marker_class": -1},  # the last class
     "frequency": {"marker_prob": 0.6},
 }
-METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd")
+METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce")
 THRESHOLD = 0.9
+PIXEL_BALL = {"svce": "l1_5", "pgd": "l2", "apgd": "l2"}  # methods with a radius: the norm it is calibrated in
+
+
+def check_methods(names) -> tuple[str, ...]:
+    """``names`` in the matrix's order; a one-line ``ValueError`` naming an unknown one and the known ones."""
+    unknown = sorted(set(names) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown matrix methods {unknown}; the methods are {list(METHODS)}")
+    return tuple(m for m in METHODS if m in names)
+
+
+def shared_models(s: Any) -> set[str]:
+    """The seed-free models the selected methods need (the descriptor CNN always: it scores every method)."""
+    methods = check_methods(s.matrix_methods)
+    return {"descriptors", *(g for g in ("vae", "gan") if f"latent_{g}" in methods)}
 
 
 def cells(s: Any) -> list[str]:
@@ -105,6 +123,43 @@ def fit_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
     return sgt.fit("classifier_marker", s, workdir, extra, tag=f"cell_{cell.replace('/', '_')}", seed=seed)
 
 
+def fit_robust_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
+    """Adversarially train the cell's robust model (``shapes_robust.yaml``, the cell's data), fit its ECE
+    temperature on the cell's validation split and export it wrapped (``TemperatureWrapper``) as ``.pt``."""
+    from cflight.models.classifiers import fit_temperature
+    from cflight.models.registry import export_net, load_net
+
+    spec = cell_data(cell)
+    num_classes = len(CAUSES[cell.split("/")[0]]["classes"])
+    extra = [f"--data.init_args.{k}={v}" for k, v in spec.items()]
+    extra.append(f"--model.init_args.net_kwargs.num_classes={num_classes}")
+    info = sgt.fit("robust", s, workdir, extra, tag=f"robust_{cell.replace('/', '_')}", seed=seed)
+    net = load_net(info["checkpoint"], "classifier")
+    val = dataset(cell, s, split="val")
+    with torch.no_grad():
+        samples = [val[i] for i in range(len(val))]
+        x = torch.stack([torch.as_tensor(v["image"]) for v in samples])
+        labels = torch.tensor([int(v["label"]) for v in samples])
+        temperature = fit_temperature(net(x), labels)
+    hp = torch.load(info["checkpoint"], map_location="cpu", weights_only=True)["hyper_parameters"]
+    wrapped = {"net": hp["net"], "net_kwargs": dict(hp["net_kwargs"]), "temperature": temperature}
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["temperature"] = torch.tensor(temperature)
+    path = str(Path(info["checkpoint"]).with_suffix(".pt"))
+    export_net("temperature", wrapped, state, path, {"temperature": temperature})
+    return {**info, "checkpoint": path, "temperature": round(temperature, 4)}
+
+
+def fit_ddpm(s: Any, workdir: Path) -> dict[str, Any]:
+    """Train the shapes DDPM once (``shapes_ddpm.yaml``) and export its EMA network with its diffusion record."""
+    from cflight.lit import export_checkpoint
+
+    info = sgt.fit("ddpm", s, workdir)
+    path = str(Path(info["checkpoint"]).with_suffix(".pt"))
+    export_checkpoint(info["checkpoint"], path)
+    return {**info, "checkpoint": path}
+
+
 def shortcut_norms(cell: str, s: Any) -> dict[str, float]:
     """Mean ‖marked − unmarked‖ in l1.5 and l2 over the cell's unmarked test images outside the marked class."""
     ds = dataset(cell, s)
@@ -142,7 +197,7 @@ def reliance(cell: str, classifier: str, s: Any) -> dict[str, float]:
 
 def build_method(name: str, paths: dict[str, str], s: Any, radius: dict[str, float], seed: int):
     """The matrix's method ``name``; latent ones with ``latent_attack_shapes_marker.yaml``'s settings."""
-    from cflight.methods import APGD, PGD, LatentAttack, SparseAFW
+    from cflight.methods import APGD, DVCE, PGD, LatentAttack, SparseAFW
     from cflight.models.generative import GANManifold
 
     if name.startswith("latent_"):
@@ -153,7 +208,11 @@ def build_method(name: str, paths: dict[str, str], s: Any, radius: dict[str, flo
         cfg["generator"] = (paths["vae"] if name == "latent_vae" else
                             GANManifold(paths["gan"], steps=s.projection_steps, n_candidates=0))
         return LatentAttack(**cfg)
-    eps = s.matrix_radius_factor * radius["l1_5" if name == "svce" else "l2"]
+    if name == "dvce":  # mnist_all_methods.yaml's DVCE, through the cell's robust model
+        return DVCE(denoiser=paths["ddpm"], robust_model=paths["robust"], cone_angle=30.0,
+                    timestep_respacing=s.dvce_respacing, skip_timesteps=s.dvce_skip, classifier_lambda=0.2,
+                    distance_lambda=0.15, distance_p=1.0, denoise_dist_input=True, aug_num=1, seed=seed)
+    eps = s.matrix_radius_factor * radius[PIXEL_BALL[name]]
     if name == "svce":  # svce_mnist.yaml's settings, the radius calibrated to the shortcut
         return SparseAFW(eps=eps, p=1.5, steps=75, step_rule="v1", restarts=1, seed=seed)
     if name == "pgd":
@@ -209,7 +268,7 @@ def explain_cell(cell: str, method: str, paths: dict[str, str], s: Any, std: lis
             "n_ranked": int(valid.sum()), "cause_rank": cause_rank, "marker_rank": marker_rank, "top": top,
             "marker_mass": mean(mass), "marker_painted": mean(marker_after > 0.5),
             "mean_l2": mean(Fn.l2_distance(rows["x_cf"], start)),
-            "eps": None if latent else round(s.matrix_radius_factor * radius["l1_5" if method == "svce" else "l2"], 4),
+            "eps": round(s.matrix_radius_factor * radius[PIXEL_BALL[method]], 4) if method in PIXEL_BALL else None,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -226,42 +285,58 @@ def cell_reliance_task(cell: str, classifier: str, s: Any) -> dict[str, Any]:
 
 def tasks(s: Any, workdir: Path, std: list[float]) -> list[Task]:
     """Every cell's classifier, its reliance and each method's explanation (after the base benchmark's tasks,
-    so those come first; the GAN explanations last, as they wait for the GAN)."""
+    so those come first; the GAN explanations last, as they wait for the GAN). With DVCE: the shapes DDPM first
+    (the longest of its models) and each cell's robust model after the cell's reliance."""
+    methods = check_methods(s.matrix_methods)
     out: list[Task] = []
+    if "dvce" in methods:
+        out.append(Task("ddpm", fit_ddpm, lambda r: (s, workdir)))
     for cell in cells(s):
         out.append(Task(f"matrix/{cell}/classifier", fit_cell, lambda r, c=cell: (c, s, workdir)))
         out.append(Task(f"matrix/{cell}/reliance", cell_reliance_task,
                         lambda r, c=cell: (c, r[f"matrix/{c}/classifier"]["checkpoint"], s),
                         (f"matrix/{cell}/classifier",)))
-    for method in [m for m in METHODS if m != "latent_gan"] + ["latent_gan"]:
+    if "dvce" in methods:
+        out += [Task(f"matrix/{cell}/robust", fit_robust_cell, lambda r, c=cell: (c, s, workdir))
+                for cell in cells(s)]
+    for method in [m for m in methods if m != "latent_gan"] + ["latent_gan"] * ("latent_gan" in methods):
         for cell in cells(s):
-            gen = ["gan"] if method == "latent_gan" else ["vae"] if method == "latent_vae" else []
+            needs = {"latent_gan": ["gan"], "latent_vae": ["vae"], "dvce": ["ddpm", f"matrix/{cell}/robust"]}
 
             def args(r, c=cell, m=method):
                 paths = {"classifier": r[f"matrix/{c}/classifier"]["checkpoint"],
-                         **{k: r[k]["checkpoint"] for k in ("vae", "gan", "descriptors") if k in r}}
+                         **{k: r[k]["checkpoint"] for k in ("vae", "gan", "descriptors", "ddpm") if k in r}}
+                if m == "dvce":
+                    paths["robust"] = r[f"matrix/{c}/robust"]["checkpoint"]
                 return c, m, paths, s, std, r[f"matrix/{c}/reliance"]["shortcut_norm"]
 
             out.append(Task(f"matrix/{cell}/{method}", explain_cell, args,
-                            (f"matrix/{cell}/reliance", "descriptors", *gen)))
+                            (f"matrix/{cell}/reliance", "descriptors", *needs.get(method, []))))
     return out
 
 
 def summarise(results: dict[str, Any], s: Any, timeline: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The matrix: per cell the classifier's reliance and each method's figures."""
+    methods = check_methods(s.matrix_methods)
     table = {}
     for cell in cells(s):
         table[cell] = {"shortcut": cell_data(cell), **results[f"matrix/{cell}/reliance"],
                        "classifier_val": results[f"matrix/{cell}/classifier"]["val"],
-                       "methods": {m: results[f"matrix/{cell}/{m}"] for m in METHODS}}
-    return {"cells": table, "methods": list(METHODS), "threshold": THRESHOLD,
+                       "methods": {m: results[f"matrix/{cell}/{m}"] for m in methods}}
+        if "dvce" in methods:  # the robust model DVCE's cone comes from: its validation (robust) accuracy and T
+            table[cell]["robust_model"] = {k: results[f"matrix/{cell}/robust"][k]
+                                           for k in ("val", "temperature", "seconds")}
+    return {"cells": table, "methods": list(methods), "threshold": THRESHOLD,
             "radius_factor": s.matrix_radius_factor, "n_explain_per_cell": s.matrix_n_explain,
             "marker_area_share": {k: round(float(dataset(c, s, n=1).marker_mask().mean()), 4)
                                   for k, c in (("cross", "shape/base"), ("square", "shape/marker_shape"))},
             "scoring": ("ranks: GlobalAttribution per target over valid counterfactuals, descriptor change / "
                         "ground-truth std; cause rank: best-ranked descriptor of the cause (shape_*, colour_* or "
                         "size); marker mass: share of Σ|x' − x₀| inside the marker's pixels"),
-            "dvce": "not run: needs a diffusion model of the shapes, which this CPU cannot train within the run",
+            "dvce": ({"ddpm": {k: results["ddpm"][k] for k in ("val", "seconds")},
+                      "respacing": s.dvce_respacing, "skip": s.dvce_skip, "cone_angle": 30.0,
+                      "classifier_lambda": 0.2, "distance_lambda": 0.15}
+                     if "dvce" in methods else "not run (not among --matrix-methods)"),
             "timeline": {k: v for k, v in timeline.items() if k.startswith("matrix/")}}
 
 

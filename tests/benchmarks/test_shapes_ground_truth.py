@@ -138,5 +138,31 @@ def test_quick_run_end_to_end(tmp_path):
         assert set(cell["methods"]) == set(sm.METHODS)
         for m, r in cell["methods"].items():
             assert 0 < r["n_explained"] <= sgt.QUICK.matrix_n_explain
-            assert (r["eps"] is None) == m.startswith("latent_")
+            assert (r["eps"] is None) == (m not in sm.PIXEL_BALL)
+        assert 0.0 <= cell["robust_model"]["val"]["val/robust_acc"] <= 1.0 and cell["robust_model"]["temperature"] > 0
+    assert matrix["dvce"]["skip"] == sgt.QUICK.dvce_skip and matrix["dvce"]["ddpm"]["seconds"] > 0
     assert "| shape/base |" in sm.markdown(matrix)
+
+
+def test_matrix_methods_are_checked_and_select_the_shared_models():
+    assert sm.check_methods(["dvce", "svce"]) == ("svce", "dvce")  # the matrix's order
+    with pytest.raises(ValueError, match=r"unknown matrix methods \['dcve'\]; the methods are"):
+        sm.check_methods(["dcve"])
+    only = dataclasses.replace(sgt.QUICK, matrix_methods=("pgd", "dvce"))
+    assert sm.shared_models(only) == {"descriptors"}
+    assert sm.shared_models(sgt.Settings()) == {"descriptors", "vae", "gan"}
+    keys = [t.key for t in sm.tasks(only, None, [])]
+    assert keys[0] == "ddpm" and "matrix/shape/base/robust" in keys and "matrix/shape/base/latent_vae" not in keys
+    plain = [t.key for t in sm.tasks(dataclasses.replace(sgt.QUICK, matrix_methods=("pgd",)), None, [])]
+    assert "ddpm" not in plain and not any(k.endswith("/robust") for k in plain)
+
+
+def test_matrix_only_run_trains_only_what_its_methods_need(tmp_path):
+    torch.set_num_threads(1)
+    s = dataclasses.replace(sgt.QUICK, matrix_methods=("pgd",), matrix_cells=("size/corner",))
+    result = sgt.run(s, tmp_path, matrix_only=True, workers=1)
+    assert result["base"] is None and result["matrix"]["methods"] == ["pgd"]
+    assert set(result["matrix"]["timeline"]) == {"matrix/size/corner/classifier", "matrix/size/corner/reliance",
+                                                 "matrix/size/corner/pgd"}
+    assert result["matrix"]["dvce"].startswith("not run")
+    assert not (tmp_path / "vae.ckpt").exists() and (tmp_path / "descriptors.ckpt").exists()
