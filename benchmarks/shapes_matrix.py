@@ -62,6 +62,9 @@ SHORTCUTS: dict[str, dict[str, Any]] = {
 METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce")
 THRESHOLD = 0.9
 PIXEL_BALL = {"svce": "l1_5", "pgd": "l2", "apgd": "l2"}  # methods with a radius: the norm it is calibrated in
+# mnist_all_methods.yaml's DVCE (the respaced chain comes from the run's settings)
+DVCE_SETTINGS = {"cone_angle": 30.0, "classifier_lambda": 0.2, "distance_lambda": 0.15, "distance_p": 1.0,
+                 "denoise_dist_input": True, "aug_num": 1}
 
 
 def check_methods(names) -> tuple[str, ...]:
@@ -117,10 +120,15 @@ def dataset(cell: str, s: Any, split: str = "test", n: int | None = None) -> Sha
 
 def fit_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
     """Train the cell's classifier from ``shapes_classifier_marker.yaml`` with the cell's data."""
-    spec = cell_data(cell)
-    extra = [f"--data.init_args.{k}={v}" for k, v in spec.items()]
+    return sgt.fit("classifier_marker", s, workdir, cell_overrides(cell), tag=f"cell_{cell.replace('/', '_')}",
+                   seed=seed)
+
+
+def cell_overrides(cell: str) -> list[str]:
+    """CLI overrides that train a shapes classifier config on the cell's data, with the cell's class count."""
+    extra = [f"--data.init_args.{k}={v}" for k, v in cell_data(cell).items()]
     extra.append(f"--model.init_args.net_kwargs.num_classes={len(CAUSES[cell.split('/')[0]]['classes'])}")
-    return sgt.fit("classifier_marker", s, workdir, extra, tag=f"cell_{cell.replace('/', '_')}", seed=seed)
+    return extra
 
 
 def fit_robust_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
@@ -129,11 +137,7 @@ def fit_robust_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str
     from cflight.models.classifiers import fit_temperature
     from cflight.models.registry import export_net, load_net
 
-    spec = cell_data(cell)
-    num_classes = len(CAUSES[cell.split("/")[0]]["classes"])
-    extra = [f"--data.init_args.{k}={v}" for k, v in spec.items()]
-    extra.append(f"--model.init_args.net_kwargs.num_classes={num_classes}")
-    info = sgt.fit("robust", s, workdir, extra, tag=f"robust_{cell.replace('/', '_')}", seed=seed)
+    info = sgt.fit("robust", s, workdir, cell_overrides(cell), tag=f"robust_{cell.replace('/', '_')}", seed=seed)
     net = load_net(info["checkpoint"], "classifier")
     val = dataset(cell, s, split="val")
     with torch.no_grad():
@@ -209,9 +213,8 @@ def build_method(name: str, paths: dict[str, str], s: Any, radius: dict[str, flo
                             GANManifold(paths["gan"], steps=s.projection_steps, n_candidates=0))
         return LatentAttack(**cfg)
     if name == "dvce":  # mnist_all_methods.yaml's DVCE, through the cell's robust model
-        return DVCE(denoiser=paths["ddpm"], robust_model=paths["robust"], cone_angle=30.0,
-                    timestep_respacing=s.dvce_respacing, skip_timesteps=s.dvce_skip, classifier_lambda=0.2,
-                    distance_lambda=0.15, distance_p=1.0, denoise_dist_input=True, aug_num=1, seed=seed)
+        return DVCE(denoiser=paths["ddpm"], robust_model=paths["robust"], timestep_respacing=s.dvce_respacing,
+                    skip_timesteps=s.dvce_skip, seed=seed, **DVCE_SETTINGS)
     eps = s.matrix_radius_factor * radius[PIXEL_BALL[name]]
     if name == "svce":  # svce_mnist.yaml's settings, the radius calibrated to the shortcut
         return SparseAFW(eps=eps, p=1.5, steps=75, step_rule="v1", restarts=1, seed=seed)
@@ -334,8 +337,7 @@ def summarise(results: dict[str, Any], s: Any, timeline: dict[str, dict[str, flo
                         "ground-truth std; cause rank: best-ranked descriptor of the cause (shape_*, colour_* or "
                         "size); marker mass: share of Σ|x' − x₀| inside the marker's pixels"),
             "dvce": ({"ddpm": {k: results["ddpm"][k] for k in ("val", "seconds")},
-                      "respacing": s.dvce_respacing, "skip": s.dvce_skip, "cone_angle": 30.0,
-                      "classifier_lambda": 0.2, "distance_lambda": 0.15}
+                      "respacing": s.dvce_respacing, "skip": s.dvce_skip, **DVCE_SETTINGS}
                      if "dvce" in methods else "not run (not among --matrix-methods)"),
             "timeline": {k: v for k, v in timeline.items() if k.startswith("matrix/")}}
 
