@@ -1,6 +1,7 @@
 """cflight's PGD and APGD against torchattacks' on the same model, images, ε, step size and steps.
 
-Peer baseline of issue 13 item 5. torchattacks is a benchmark-only dependency (``pip install -e .[bench]``);
+Peer baseline of issue 13 item 5. torchattacks is a benchmark-only dependency (``.venv/bin/pip install --no-deps torchattacks==3.5.1``:
+its pin ``requests~=2.25.1`` conflicts with ``constraints.txt``, and it runs with the installed one);
 nothing in ``cflight`` imports it. For each shipped MNIST classifier (``checkpoints/mnist_robust.pt``, a
 TemperatureWrapper, and ``checkpoints/mnist_classifier.pt``), in eval mode, on the first ``--n`` MNIST test
 images:
@@ -17,6 +18,12 @@ images:
   cflight's ``APGD`` (its own random start, timed). Losses are compared on the same start: torchattacks'
   ``attack_single_run`` after its seed, and ``cflight.methods.functional.apgd`` from that very start (the
   public torchattacks call returns the clean image where it fails, so its output is no best-loss iterate).
+
+Same output: a cflight call returns the counterfactual *and* the model's output on it (``pred_cf``, from which
+success follows), torchattacks the image alone; ``torchattacks_and_predict`` is torchattacks' call followed by
+the one forward (no gradient) that gives its caller the same, and ``speed_vs_torchattacks_same_output`` compares
+against it. ``speed_vs_torchattacks`` compares against the bare call (cflight's PGD-N then does N + 1 forwards
+against torchattacks' N).
 
 Loss per image: the attacked objective (CE of the clean prediction, or ``log p(target)``) of the returned
 image, evaluated by one shared function. Agreement: mean and max ``|Δloss|`` and the share of images with
@@ -167,9 +174,10 @@ def timing(meas: dict[str, dict[str, list]], n: int) -> dict:
     return {k: summary(v["wall"], n, v["cpu"], v["faults"]) for k, v in meas.items()}
 
 
-def speed(meas: dict[str, dict[str, list]], key: str, variants: tuple[str, ...]) -> dict:
-    """torchattacks' median over each variant's (``key``: ``"wall"`` or ``"cpu"``): > 1 means faster."""
-    peer = statistics.median(meas["torchattacks"][key])
+def speed(meas: dict[str, dict[str, list]], key: str, variants: tuple[str, ...],
+          peer: str = "torchattacks") -> dict:
+    """``peer``'s median over each variant's (``key``: ``"wall"`` or ``"cpu"``): > 1 means faster."""
+    peer = statistics.median(meas[peer][key])
     return {k: round(peer / statistics.median(meas[k][key]), 3) for k in variants}
 
 
@@ -199,8 +207,14 @@ def pgd_runners(model: nn.Module, x: Tensor, logits: Tensor, labels: Tensor, nor
                      objective=objective, keep_best=keep_best)
         return lambda: method(x, target, model, index=index, pred=logits).x_cf
 
-    return {"torchattacks": lambda: atk(x, labels), "cflight_last": cflight(False),
-            "cflight_best": cflight(True)}
+    def peer_and_predict() -> Tensor:  # what a user of torchattacks runs to learn what cflight returns
+        adv = atk(x, labels)
+        with torch.no_grad():
+            model(adv)
+        return adv
+
+    return {"torchattacks": lambda: atk(x, labels), "torchattacks_and_predict": peer_and_predict,
+            "cflight_last": cflight(False), "cflight_best": cflight(True)}
 
 
 def apgd_start(x: Tensor, eps: float, seed: int) -> Tensor:
@@ -239,12 +253,14 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
             "timing": timing(meas, n),
             "speed_vs_torchattacks": speed(meas, "wall", variants),
             "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", variants),
+            "speed_vs_torchattacks_same_output": speed(meas, "wall", variants, "torchattacks_and_predict"),
             "agreement_last_iterate": loss_agreement(losses["cflight_last"][0], losses["torchattacks"][0]),
             "mean_loss": {k: float(v[0].mean()) for k, v in losses.items()},
             "success_rate": {k: success_rate(v[1], labels, targeted) for k, v in losses.items()},
             "evaluations_per_image": evals,
         })
         print(json.dumps({"model": path, "case": name, "speed": rows[-1]["speed_vs_torchattacks"],
+                          "same_output": rows[-1]["speed_vs_torchattacks_same_output"],
                           "share_within_tol": rows[-1]["agreement_last_iterate"]["share_within_tol"]}),
               flush=True)
 
@@ -258,7 +274,13 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     method = APGD(eps=eps, norm="linf", steps=steps, rho=rho, objective="ce", random_start=True)
     index = torch.arange(n, device=dev)
     target = ClassTarget(labels, 0.5)
-    runners = {"torchattacks": lambda: atk(x, labels),
+    def peer_and_predict() -> Tensor:
+        adv = atk(x, labels)
+        with torch.no_grad():
+            model(adv)
+        return adv
+
+    runners = {"torchattacks": lambda: atk(x, labels), "torchattacks_and_predict": peer_and_predict,
                "cflight": lambda: method(x, target, model, index=index, pred=logits).x_cf}
     evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
     meas, outs = timed_runs(runners, repeats, dev)
@@ -276,6 +298,7 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
         "timing": timing(meas, n),
         "speed_vs_torchattacks": speed(meas, "wall", ("cflight",)),
         "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", ("cflight",)),
+        "speed_vs_torchattacks_same_output": speed(meas, "wall", ("cflight",), "torchattacks_and_predict"),
         "agreement_best_iterate_same_start": loss_agreement(l_cf[0], l_peer[0]),
         "mean_loss_same_start": {"torchattacks": float(l_peer[0].mean()), "cflight": float(l_cf[0].mean())},
         "success_rate_same_start": {"torchattacks": success_rate(l_peer[1], labels, False),

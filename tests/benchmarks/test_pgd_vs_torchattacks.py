@@ -55,12 +55,15 @@ def test_smoke_run_on_a_tiny_model():
                        load=lambda _: TinyMLP(dtype=torch.float32))
     assert [r["case"] for r in rows] == ["pgd_linf_3", "pgd_l2_3_targeted", "apgd_linf_5"]
     linf = rows[0]
-    assert set(linf["timing"]) == {"torchattacks", "cflight_last", "cflight_best"}
+    assert set(linf["timing"]) == {"torchattacks", "torchattacks_and_predict", "cflight_last", "cflight_best"}
     # PGD-3 from the image, the last iterate: 3 gradient steps on both sides (cflight: + 1 forward for aux)
     assert linf["evaluations_per_image"]["torchattacks"] == {"forward": 3.0, "backward": 3.0}
+    # the same output as cflight's (the images and the model's output on them): one forward more
+    assert linf["evaluations_per_image"]["torchattacks_and_predict"] == {"forward": 4.0, "backward": 3.0}
     assert linf["evaluations_per_image"]["cflight_last"] == {"forward": 4.0, "backward": 3.0}
     assert linf["evaluations_per_image"]["cflight_best"] == {"forward": 4.0, "backward": 3.0}
     assert linf["agreement_last_iterate"]["max_abs_diff"] < 1e-4  # the same algorithm on the same start
     assert rows[2]["evaluations_per_image"]["cflight"]["backward"] == 6.0  # x0 … x5
     for r in rows:
         assert all(t["images_per_s"] > 0 for t in r["timing"].values())
+        assert set(r["speed_vs_torchattacks_same_output"]) == set(r["speed_vs_torchattacks"])

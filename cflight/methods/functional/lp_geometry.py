@@ -196,13 +196,31 @@ def _step_in_box(z: Tensor, x: Tensor, eps: float | Tensor) -> tuple[Tensor, Ten
 def project_l2_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     """Euclidean projection of ``z`` onto ``B_2(x, ε) ∩ [0,1]^d`` (exact).
 
-    KKT: the projection is ``clip(x + t·(z − x), 0, 1)`` with ``t = 1`` when that point is inside the ball,
-    else the ``t < 1`` putting it on the sphere; ``‖clip(x + t d) − x‖`` is the sorted-threshold function of
-    :func:`lp_box_lmo` with ``p = 2``, solved exactly.
+    KKT: the projection is ``clip(x + t·(z − x), 0, 1)`` with ``t = 1`` when that point, the box's own
+    projection ``clip(z)``, is inside the ball, else the ``t < 1`` putting it on the sphere;
+    ``‖clip(x + t d) − x‖`` is the sorted-threshold function of :func:`lp_box_lmo` with ``p = 2``, solved
+    exactly. For ``t ≤ 1`` coordinate ``i`` moves ``min(t|d_i|, u_i) = min(t|d_i|, |clip(z)_i − x_i|)`` (``u``
+    the box capacity along ``sign(d_i)``), so the saturation levels are those of the box step
+    ``clip(z) − x`` and the rows inside the ball, most of a PGD run's early steps, cost a clamp and a norm.
     """
-    eps64, sgn, u, a = _step_in_box(z, x, eps)
-    t = _l2_scale(u * u, a * a, eps64 * eps64).sqrt().clamp_max(1.0).to(a.dtype)
-    return _point(x, sgn * torch.minimum(u, t[:, None] * a))
+    b = x.shape[0]
+    cdt = _compute_dtype(x)
+    eps_p = _radius(eps, b, x).square()
+    xf, zf = x.reshape(b, -1).to(cdt), z.reshape(b, -1).to(cdt)
+    p = zf.clamp(0, 1)
+    box = p - xf  # the box's projection as a step: sign(d)·min(|d|, u)
+    up = box * box
+    out = (up.sum(1, dtype=torch.float64) > eps_p).nonzero().squeeze(1)  # clip(z) outside the ball: t < 1
+    if out.numel() == b:  # every row (PGD's later steps): no row copies
+        d = zf - xf
+        t = _l2_scale(up, d * d, eps_p).sqrt().clamp_max(1.0).to(cdt)
+        p = torch.addcmul(xf, t[:, None], d).clamp_(0, 1)
+    elif out.numel():
+        xo = xf[out]
+        d = zf[out] - xo
+        t = _l2_scale(up[out], d * d, eps_p[out]).sqrt().clamp_max(1.0).to(cdt)
+        p[out] = torch.addcmul(xo, t[:, None], d).clamp_(0, 1)
+    return p.reshape(x.shape).to(x.dtype)
 
 
 def _l2_scale(up: Tensor, cp: Tensor, eps_p: Tensor, rounds: int = 12) -> Tensor:
