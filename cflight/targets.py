@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cflight.types import INDEX, LABEL, TARGET, ClassTarget, RegressionTarget, Target
+from cflight.types import INDEX, LABEL, TARGET, ClassTarget, RegressionTarget, Target, predicted_class
 from cflight.validation import BadInputError
 
 # Batch key ExplainModule adds for policies with ``uses_reconstruction``: the explained model's logits on the
@@ -205,11 +205,6 @@ class FlipBinary(TargetPolicy):
         return ClassTarget(classes, threshold, direction), torch.ones_like(classes, dtype=torch.bool)
 
 
-def _predicted(logits: Tensor) -> Tensor:
-    """The model's class ``[B]`` (a one-logit model: ``logit > 0``)."""
-    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-
-
 def _check_class(value: int, what: str) -> int:
     if int(value) != value or value < 0:
         raise ValueError(f"{what} must be a class index >= 0, got {value!r}")
@@ -254,7 +249,7 @@ class PairTargets(TargetPolicy):
         return set(self.pairs.values())
 
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
-        pred = _predicted(logits)
+        pred = predicted_class(logits)
         if self.by == "label":
             if LABEL not in batch:
                 raise BadInputError("PairTargets(by='label') needs batches with a 'label' key, this dataset has "
@@ -320,7 +315,7 @@ class IndexTargets(TargetPolicy):
     def __call__(self, logits: Tensor, batch: dict[str, Any]) -> tuple[ClassTarget, Tensor]:
         index = torch.as_tensor(batch[INDEX]).reshape(-1).tolist()
         target = torch.tensor([self.targets.get(int(i), -1) for i in index], dtype=torch.long, device=logits.device)
-        keep = (target >= 0) & (_predicted(logits) != target)
+        keep = (target >= 0) & (predicted_class(logits) != target)
         return ClassTarget(target.clamp(min=0), self.threshold), keep
 
 

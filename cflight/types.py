@@ -99,6 +99,11 @@ class RegressionTarget:
 Target = ClassTarget | RegressionTarget
 
 
+def predicted_class(outputs: Tensor) -> Tensor:
+    """``[B]`` long: ``argmax`` of ``[B, K]`` logits, or ``1[logit > 0]`` for a binary model (``K = 1``)."""
+    return (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)
+
+
 @dataclass
 class CounterfactualOutput:
     """What every counterfactual method returns.

@@ -6,6 +6,6 @@ into ``table.md``, ``table.csv`` and ``results.json``; :mod:`~cflight.benchmark.
 """
 from cflight.benchmark.plots import plot_all
 from cflight.benchmark.runner import BenchmarkConfig, load_config, run_benchmark
-from cflight.benchmark.table import COLUMNS, table_rows, write_tables
+from cflight.benchmark.table import COLUMNS, REGRESSION_COLUMNS, table_rows, write_tables
 
-__all__ = ["COLUMNS", "BenchmarkConfig", "load_config", "plot_all", "run_benchmark", "table_rows", "write_tables"]
+__all__ = ["COLUMNS", "REGRESSION_COLUMNS", "BenchmarkConfig", "load_config", "plot_all", "run_benchmark", "table_rows", "write_tables"]

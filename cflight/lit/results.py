@@ -370,6 +370,3 @@ def top_changes(scores: Tensor, names: Sequence[str], k: int = 5) -> list[str]:
     return ["; ".join(f"{n} {v:+.3f}" for n, v in top_k(s.float(), names, k)) for s in scores]
 
 
-def source_class(logits: Tensor) -> Tensor:
-    """The explained model's class on the originals ``[N]`` (a one-logit model: ``logit > 0``)."""
-    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)

@@ -27,7 +27,7 @@ from cflight.lit.shards import IMAGE_KEYS, SLOT, UNREADABLE, row_shapes, shard_n
 from cflight.metrics import LPIPS, MNAC, FrechetDistance, KernelDistance, PenultimateFeatures, lpips_network
 from cflight.metrics.summary import CounterfactualSummary, DescriptorMoments, DifferenceMeans
 from cflight.models.registry import load_net
-from cflight.types import IMAGE
+from cflight.types import IMAGE, predicted_class
 from cflight.validation import check_model_input
 from cflight.viz.attribution import attribution_bar_chart
 from cflight.viz.gallery import GalleryRow, difference_map, render_png, render_png_pages, to_uint8
@@ -370,7 +370,7 @@ class CounterfactualWriter(BasePredictionWriter):
         keys = ["descriptor_delta", "direction", "logits", "target_class", "global_include"]
         for records in iter_share(plan, keys, rank, world_size):
             target = records["target_class"].long()
-            source = torch.zeros_like(target) if task == "regression" else R.source_class(records["logits"])
+            source = torch.zeros_like(target) if task == "regression" else predicted_class(records["logits"])
             include = records.get("global_include")  # ExplainModule(global_rows=...): the rows that count
             metric.update(R.descriptor_scores(records, std).to(device), records["direction"].to(device),
                           source.to(device), target.to(device), None if include is None else include.to(device))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cflight.rng import per_sample_normal  # re-exported: per-sample noise lives in the low-level cflight.rng
-from cflight.types import ClassTarget, RegressionTarget
+from cflight.types import ClassTarget, RegressionTarget, predicted_class  # noqa: F401 (re-exported)
 
 __all__ = ["OBJECTIVES", "adam_step", "class_probability", "class_score", "decision_reached", "l1_distance",
            "l2_distance", "per_sample_normal", "predicted_class", "target_reached", "threshold_reached"]
@@ -81,11 +81,6 @@ def target_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tenso
         return threshold_reached(class_probability(out, target.classes), target.threshold, target.direction)
     err = (out[:, 0] - target.value.to(out.dtype)).abs()
     return err <= torch.as_tensor(target.tolerance, dtype=err.dtype, device=err.device)
-
-
-def predicted_class(outputs: Tensor) -> Tensor:
-    """``[B]`` long: ``argmax`` of ``[B, K]`` logits, or ``1[logit > 0]`` for a binary model (``K = 1``)."""
-    return (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)
 
 
 def decision_reached(out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
