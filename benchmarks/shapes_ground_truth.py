@@ -19,7 +19,8 @@ trained once. Each seed's ranks are reported, with their minimum, maximum and me
 
 ``--matrix`` (its own run, its own time) adds the matrix of ``benchmarks/shapes_matrix.py``: true causes
 (shape, colour, size) x planted shortcuts (the base marker, another corner, another marker shape, another
-class, a lower frequency) x methods (Counterfactual Attacks with the VAE and the GAN, SVCE, PGD, APGD, DVCE), with
+class, a lower frequency) x methods (Counterfactual Attacks with the VAE and the GAN, SVCE, PGD, APGD, DVCE, and
+SVCE and APGD on each cell's robust model), with
 each classifier's measured reliance on its shortcut, radii calibrated to the shortcut's own norm and the change
 mass inside the shortcut's pixels beside the descriptor ranks.
 
@@ -44,6 +45,8 @@ trained: the GAN (about half an hour on one core) trains while the other worker 
     .venv/bin/python benchmarks/shapes_ground_truth.py --matrix   # and the matrix (shapes_matrix.json)
     .venv/bin/python benchmarks/shapes_ground_truth.py --matrix-only --matrix-methods dvce
                                                     # DVCE's column alone (shapes_matrix_dvce.json)
+    .venv/bin/python benchmarks/shapes_ground_truth.py --matrix-only --matrix-methods svce_robust apgd_robust
+                                                    # SVCE / APGD on the cells' robust models
     .venv/bin/python benchmarks/shapes_ground_truth.py --quick    # smoke run, ~2 min
 """
 from __future__ import annotations
@@ -106,7 +109,8 @@ class Settings:
     matrix_n_explain: int = 150
     matrix_radius_factor: float = 1.5
     matrix_cells: tuple[str, ...] | None = None  # None: every cell
-    matrix_methods: tuple[str, ...] = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce")
+    matrix_methods: tuple[str, ...] = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce", "svce_robust",
+                                       "apgd_robust")
     # DVCE in the matrix: the shapes DDPM's training steps (None: the config's) and the respaced chain
     # (mnist_all_methods.yaml's: 100 respaced steps, the first 50 skipped)
     ddpm_steps: int | None = None
@@ -417,7 +421,8 @@ def main() -> None:
     ap.add_argument("--matrix", action="store_true", help="also run the causes x shortcuts x methods matrix")
     ap.add_argument("--matrix-only", action="store_true", help="run the matrix alone, without (a) and (b)")
     ap.add_argument("--matrix-methods", nargs="+", default=None,
-                    help="the matrix's methods (default: all of latent_vae latent_gan svce pgd apgd dvce)")
+                    help="the matrix's methods (default: all of latent_vae latent_gan svce pgd apgd dvce "
+                         "svce_robust apgd_robust)")
     ap.add_argument("--workdir", default=None, help="where checkpoints go (default: a temporary directory)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     ap.add_argument("--reuse", action="store_true", help="development: reuse checkpoints in --workdir")

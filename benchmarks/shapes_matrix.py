@@ -20,6 +20,9 @@ skipped, λ_c 0.2, the 30° cone) guides a DDPM of the shapes (``configs/train/s
 data: markers independent of the shape), trained once, through a robust model trained per cell on the cell's
 data (``configs/train/shapes_robust.yaml``: PGD-l2 adversarial training at ε = 0.25,
 then the ECE temperature), so the robust model sees the same shortcut as the classifier it serves.
+``svce_robust`` and ``apgd_robust`` run SVCE and APGD with the same radii on that robust model itself, the kind of
+model SVCE is meant for (Boreiko et al. 2022: on a non-robust one l_p-bounded changes find cheaper adversarial
+directions than the shortcut); the robust model's own reliance on the shortcut is measured beside it.
 
 Per cell the result records the classifier's measured **reliance** on its shortcut (the share of unmarked
 other-class test images it puts in the marked class once the marker is drawn on them) and its accuracy on
@@ -59,9 +62,11 @@ SHORTCUTS: dict[str, dict[str, Any]] = {
     "class": {"marker_class": -1},  # the last class
     "frequency": {"marker_prob": 0.6},
 }
-METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce")
+METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce", "svce_robust", "apgd_robust")
+ON_ROBUST = ("svce_robust", "apgd_robust")  # methods that explain the cell's robust model instead of its classifier
+NEEDS_ROBUST = ("dvce", *ON_ROBUST)  # DVCE takes its cone from the robust model
 THRESHOLD = 0.9
-PIXEL_BALL = {"svce": "l1_5", "pgd": "l2", "apgd": "l2"}  # methods with a radius: the norm it is calibrated in
+PIXEL_BALL = {"svce": "l1_5", "pgd": "l2", "apgd": "l2", "svce_robust": "l1_5", "apgd_robust": "l2"}  # methods with a radius: the norm it is calibrated in
 # mnist_all_methods.yaml's DVCE (the respaced chain comes from the run's settings)
 DVCE_SETTINGS = {"cone_angle": 30.0, "classifier_lambda": 0.2, "distance_lambda": 0.15, "distance_p": 1.0,
                  "denoise_dist_input": True, "aug_num": 1}
@@ -135,7 +140,7 @@ def fit_robust_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str
     """Adversarially train the cell's robust model (``shapes_robust.yaml``, the cell's data), fit its ECE
     temperature on the cell's validation split and export it wrapped (``TemperatureWrapper``) as ``.pt``."""
     from cflight.models.classifiers import fit_temperature
-    from cflight.models.registry import export_net, load_net
+    from cflight.models.registry import export_calibrated, load_net
 
     info = sgt.fit("robust", s, workdir, cell_overrides(cell), tag=f"robust_{cell.replace('/', '_')}", seed=seed)
     net = load_net(info["checkpoint"], "classifier")
@@ -146,11 +151,8 @@ def fit_robust_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str
         labels = torch.tensor([int(v["label"]) for v in samples])
         temperature = fit_temperature(net(x), labels)
     hp = torch.load(info["checkpoint"], map_location="cpu", weights_only=True)["hyper_parameters"]
-    wrapped = {"net": hp["net"], "net_kwargs": dict(hp["net_kwargs"]), "temperature": temperature}
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    state["temperature"] = torch.tensor(temperature)
     path = str(Path(info["checkpoint"]).with_suffix(".pt"))
-    export_net("temperature", wrapped, state, path, {"temperature": temperature})
+    export_calibrated(net, hp["net"], hp["net_kwargs"], temperature, path, {"temperature": temperature})
     return {**info, "checkpoint": path, "temperature": round(temperature, 4)}
 
 
@@ -216,6 +218,7 @@ def build_method(name: str, paths: dict[str, str], s: Any, radius: dict[str, flo
         return DVCE(denoiser=paths["ddpm"], robust_model=paths["robust"], timestep_respacing=s.dvce_respacing,
                     skip_timesteps=s.dvce_skip, seed=seed, **DVCE_SETTINGS)
     eps = s.matrix_radius_factor * radius[PIXEL_BALL[name]]
+    name = name.removesuffix("_robust")  # the same method; the caller passes the robust model to explain
     if name == "svce":  # svce_mnist.yaml's settings, the radius calibrated to the shortcut
         return SparseAFW(eps=eps, p=1.5, steps=75, step_rule="v1", restarts=1, seed=seed)
     if name == "pgd":
@@ -299,18 +302,25 @@ def tasks(s: Any, workdir: Path, std: list[float]) -> list[Task]:
         out.append(Task(f"matrix/{cell}/reliance", cell_reliance_task,
                         lambda r, c=cell: (c, r[f"matrix/{c}/classifier"]["checkpoint"], s),
                         (f"matrix/{cell}/classifier",)))
-    if "dvce" in methods:
+    if any(m in NEEDS_ROBUST for m in methods):
         out += [Task(f"matrix/{cell}/robust", fit_robust_cell, lambda r, c=cell: (c, s, workdir))
+                for cell in cells(s)]
+    if any(m in ON_ROBUST for m in methods):  # the explained robust model's own reliance on the shortcut
+        out += [Task(f"matrix/{cell}/robust_reliance", reliance,
+                     lambda r, c=cell: (c, r[f"matrix/{c}/robust"]["checkpoint"], s), (f"matrix/{cell}/robust",))
                 for cell in cells(s)]
     for method in [m for m in methods if m != "latent_gan"] + ["latent_gan"] * ("latent_gan" in methods):
         for cell in cells(s):
-            needs = {"latent_gan": ["gan"], "latent_vae": ["vae"], "dvce": ["ddpm", f"matrix/{cell}/robust"]}
+            needs = {"latent_gan": ["gan"], "latent_vae": ["vae"], "dvce": ["ddpm", f"matrix/{cell}/robust"],
+                     **{m: [f"matrix/{cell}/robust"] for m in ON_ROBUST}}
 
             def args(r, c=cell, m=method):
                 paths = {"classifier": r[f"matrix/{c}/classifier"]["checkpoint"],
                          **{k: r[k]["checkpoint"] for k in ("vae", "gan", "descriptors", "ddpm") if k in r}}
                 if m == "dvce":
                     paths["robust"] = r[f"matrix/{c}/robust"]["checkpoint"]
+                if m in ON_ROBUST:
+                    paths["classifier"] = r[f"matrix/{c}/robust"]["checkpoint"]
                 return c, m, paths, s, std, r[f"matrix/{c}/reliance"]["shortcut_norm"]
 
             out.append(Task(f"matrix/{cell}/{method}", explain_cell, args,
@@ -326,9 +336,12 @@ def summarise(results: dict[str, Any], s: Any, timeline: dict[str, dict[str, flo
         table[cell] = {"shortcut": cell_data(cell), **results[f"matrix/{cell}/reliance"],
                        "classifier_val": results[f"matrix/{cell}/classifier"]["val"],
                        "methods": {m: results[f"matrix/{cell}/{m}"] for m in methods}}
-        if "dvce" in methods:  # the robust model DVCE's cone comes from: its validation (robust) accuracy and T
+        if any(m in NEEDS_ROBUST for m in methods):  # DVCE's cone / the explained robust model: its
+            # validation (robust) accuracy and T, and (explained) its own reliance on the shortcut
             table[cell]["robust_model"] = {k: results[f"matrix/{cell}/robust"][k]
                                            for k in ("val", "temperature", "seconds")}
+            if f"matrix/{cell}/robust_reliance" in results:
+                table[cell]["robust_model"].update(results[f"matrix/{cell}/robust_reliance"])
     return {"cells": table, "methods": list(methods), "threshold": THRESHOLD,
             "radius_factor": s.matrix_radius_factor, "n_explain_per_cell": s.matrix_n_explain,
             "marker_area_share": {k: round(float(dataset(c, s, n=1).marker_mask().mean()), 4)

@@ -140,6 +140,7 @@ def test_quick_run_end_to_end(tmp_path):
             assert 0 < r["n_explained"] <= sgt.QUICK.matrix_n_explain
             assert (r["eps"] is None) == (m not in sm.PIXEL_BALL)
         assert 0.0 <= cell["robust_model"]["val"]["val/robust_acc"] <= 1.0 and cell["robust_model"]["temperature"] > 0
+        assert 0.0 <= cell["robust_model"]["reliance"] <= 1.0  # the robust model's own, for svce/apgd_robust
     assert matrix["dvce"]["skip"] == sgt.QUICK.dvce_skip and matrix["dvce"]["ddpm"]["seconds"] > 0
     assert "| shape/base |" in sm.markdown(matrix)
 
@@ -155,6 +156,13 @@ def test_matrix_methods_are_checked_and_select_the_shared_models():
     assert keys[0] == "ddpm" and "matrix/shape/base/robust" in keys and "matrix/shape/base/latent_vae" not in keys
     plain = [t.key for t in sm.tasks(dataclasses.replace(sgt.QUICK, matrix_methods=("pgd",)), None, [])]
     assert "ddpm" not in plain and not any(k.endswith("/robust") for k in plain)
+    on_robust = {t.key: t for t in sm.tasks(dataclasses.replace(sgt.QUICK, matrix_methods=("svce_robust",)), None, [])}
+    assert "ddpm" not in on_robust and "matrix/shape/base/robust_reliance" in on_robust
+    task = on_robust["matrix/shape/base/svce_robust"]
+    assert "matrix/shape/base/robust" in task.deps
+    r = {"matrix/shape/base/classifier": {"checkpoint": "clf.pt"}, "matrix/shape/base/robust": {"checkpoint": "rob.pt"},
+         "matrix/shape/base/reliance": {"shortcut_norm": {"l1_5": 1.0, "l2": 1.0}}, "descriptors": {"checkpoint": "d"}}
+    assert task.args(r)[2]["classifier"] == "rob.pt"  # SVCE explains the robust model itself
 
 
 def test_matrix_only_run_trains_only_what_its_methods_need(tmp_path):
