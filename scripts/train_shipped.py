@@ -47,7 +47,7 @@ from cflight.cli import main as cflight_main  # noqa: E402
 from cflight.data import MNISTDataModule  # noqa: E402
 from cflight.lit import export_checkpoint  # noqa: E402
 from cflight.metrics import FrechetDistance  # noqa: E402
-from cflight.models.registry import export_net, load_net  # noqa: E402
+from cflight.models.registry import export_calibrated, load_net  # noqa: E402
 
 JOBS = {
     "classifier": ("configs/train/classifier_mnist.yaml", "checkpoints/mnist_classifier.pt", "classifier"),
@@ -291,13 +291,11 @@ def run_job(name: str, skip_fit: bool = False, overrides: list[str] | None = Non
     export_checkpoint(best, out, {"config": config, **metrics})  # again, with the measured metric
     if name == "robust":  # ship the calibrated model: TemperatureWrapper(net, T) loads as a classifier
         net = load_net(out, expected_kind="classifier")
-        state = {f"net.{k}": v for k, v in net.state_dict().items()}
-        state["temperature"] = torch.tensor(metrics["temperature"])
-        wrapped = {"net": info["net"], "net_kwargs": info["net_kwargs"], "temperature": metrics["temperature"]}
-        export_net("temperature", wrapped, state, out, {"config": config, **metrics})
+        wrapped = export_calibrated(net, info["net"], info["net_kwargs"], metrics["temperature"], out,
+                                    {"config": config, **metrics})
         load_net(out, expected_kind="classifier")  # the wrapped file must load
         info = {**info, "net": "temperature", "net_kwargs": wrapped,
-                "num_params": sum(v.numel() for v in state.values())}
+                "num_params": sum(v.numel() for v in net.state_dict().values()) + 1}  # + T
     steps = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("--trainer.max_steps=")),
                  cfg["trainer"].get("max_steps", -1))
     entry = {

@@ -67,6 +67,18 @@ def export_net(net_name: str, net_kwargs: dict[str, Any], state_dict: dict[str, 
     os.replace(tmp, path)
 
 
+def export_calibrated(net: nn.Module, net_name: str, net_kwargs: dict[str, Any], temperature: float, path: str,
+                      metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write classifier ``net`` (registered as ``net_name`` with ``net_kwargs``) wrapped in
+    ``TemperatureWrapper(net, T)`` as a plain weight file that loads as a classifier with calibrated
+    probabilities (``logits / T``); returns the wrapper's ``net_kwargs``."""
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["temperature"] = torch.tensor(float(temperature))
+    wrapped = {"net": net_name, "net_kwargs": dict(net_kwargs), "temperature": float(temperature)}
+    export_net("temperature", wrapped, state, path, metadata)
+    return wrapped
+
+
 def state_dict_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
                         name: Callable[[str], str] | None = None, unexpected: str = "unexpected tensors",
                         expected: str = "network") -> str | None:

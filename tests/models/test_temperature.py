@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cflight.models.classifiers import MNISTCNN, TemperatureWrapper, expected_calibration_error, fit_temperature
-from cflight.models.registry import build_net, export_net, load_net
+from cflight.models.registry import build_net, export_calibrated, export_net, load_net
 
 
 def _synthetic(t_true: float, n: int = 5000, k: int = 10, seed: int = 0):
@@ -81,6 +81,20 @@ def test_wrapper_rebuilds_from_registry_and_exported_file(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     torch.testing.assert_close(loaded(x), wrapped(x))
     assert float(loaded.temperature) == pytest.approx(0.7155761)
+
+
+def test_export_calibrated_writes_a_classifier_of_logits_over_t(tmp_path):
+    """A trained net and its fitted T become one file that loads as a classifier giving net(x) / T."""
+    net = MNISTCNN(width=4, hidden=8, num_classes=3).eval()
+    path = str(tmp_path / "robust.pt")
+    kwargs = export_calibrated(net, "mnist_cnn", {"width": 4, "hidden": 8, "num_classes": 3}, 0.6, path,
+                               {"temperature": 0.6})
+    assert kwargs == {"net": "mnist_cnn", "net_kwargs": {"width": 4, "hidden": 8, "num_classes": 3},
+                      "temperature": 0.6}
+    loaded = load_net(path, expected_kind="classifier")
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), net(x) / 0.6)
+    assert torch.load(path, weights_only=True)["metadata"] == {"temperature": 0.6}
 
 
 @pytest.mark.parametrize("t", [0.0, -1.0, math.inf])
