@@ -47,6 +47,8 @@ trained: the GAN (about half an hour on one core) trains while the other worker 
                                                     # DVCE's column alone (shapes_matrix_dvce.json)
     .venv/bin/python benchmarks/shapes_ground_truth.py --matrix-only --matrix-methods svce_robust apgd_robust
                                                     # SVCE / APGD on the cells' robust models
+    .venv/bin/python benchmarks/shapes_ground_truth.py --matrix-only --matrix-seeds 0 1 2 --matrix-methods latent_vae \
+        svce pgd apgd svce_robust apgd_robust       # those columns for 3 seeds, each seed's and the spread
     .venv/bin/python benchmarks/shapes_ground_truth.py --quick    # smoke run, ~2 min
 """
 from __future__ import annotations
@@ -109,6 +111,7 @@ class Settings:
     matrix_n_explain: int = 150
     matrix_radius_factor: float = 1.5
     matrix_cells: tuple[str, ...] | None = None  # None: every cell
+    matrix_seeds: tuple[int, ...] = (0,)  # the cells' classifiers (and robust models) and the methods, per seed
     matrix_methods: tuple[str, ...] = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce", "svce_robust",
                                        "apgd_robust")
     # DVCE in the matrix: the shapes DDPM's training steps (None: the config's) and the respaced chain
@@ -427,6 +430,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
     ap.add_argument("--reuse", action="store_true", help="development: reuse checkpoints in --workdir")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of (a) and (b) (default 0 1 2)")
+    ap.add_argument("--matrix-seeds", type=int, nargs="+", default=None,
+                    help="seeds of the matrix's classifiers and methods (default 0; several: per seed and the spread)")
     ap.add_argument("--out", default=None,
                     help="result JSON of (a)/(b) (default: benchmarks/results/shapes_ground_truth.json; --quick: "
                          "none); the matrix goes beside it as shapes_matrix.json")
@@ -437,6 +442,10 @@ def main() -> None:
         settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
     if args.reuse:
         settings = dataclasses.replace(settings, reuse_checkpoints=True)
+    if args.matrix_seeds:
+        if len(set(args.matrix_seeds)) != len(args.matrix_seeds):
+            ap.error(f"--matrix-seeds: give distinct seeds, got {args.matrix_seeds}")
+        settings = dataclasses.replace(settings, matrix_seeds=tuple(args.matrix_seeds))
     if args.matrix_methods:
         from benchmarks import shapes_matrix
 
@@ -447,8 +456,10 @@ def main() -> None:
     results_dir = ROOT / "benchmarks/results"
     if args.matrix_only:  # --out names the matrix file; a subset of the methods gets its own default name
         subset = set(settings.matrix_methods) != set(Settings().matrix_methods)
-        default = results_dir / ("shapes_matrix_" + "_".join(settings.matrix_methods) + ".json" if subset
-                                 else "shapes_matrix.json")
+        name = "shapes_matrix" + ("_" + "_".join(settings.matrix_methods) if subset else "")
+        if settings.matrix_seeds != Settings().matrix_seeds:
+            name += "_seeds_" + "_".join(map(str, settings.matrix_seeds))
+        default = results_dir / f"{name}.json"
         paths = {"base": None, "matrix": args.out or (None if args.quick else str(default))}
     else:
         out = args.out or (None if args.quick else str(results_dir / "shapes_ground_truth.json"))

@@ -31,7 +31,9 @@ true cause and of the marker (``GlobalAttribution`` per target over valid counte
 change divided by its ground-truth spread), the **marker mass** (the share of a counterfactual's absolute
 change Σ|x' − x₀| inside the marker's pixels, x₀ the reconstruction for latent methods and the image for pixel
 methods; the marker covers ``marker_area_share`` of the image) and the share of counterfactuals the descriptor
-CNN reads as marked.
+CNN reads as marked. With several ``matrix_seeds`` the cells' classifiers and robust models are trained and the
+methods run once per seed (the shared generators, descriptor CNN and DDPM once): the first seed's table, each
+other seed's and, per cell and method, the spread of validity, ranks and marker mass over the seeds.
 """
 from __future__ import annotations
 
@@ -123,10 +125,14 @@ def dataset(cell: str, s: Any, split: str = "test", n: int | None = None) -> Sha
     return ShapesDataset(n or sizes[f"n_{split}"], split=split, **kw)
 
 
+def _tag(kind: str, cell: str, seed: int) -> str:
+    """The work directory name of a cell's model (seed 0 keeps the single-seed name)."""
+    return f"{kind}_{cell.replace('/', '_')}" + (f"_seed{seed}" if seed else "")
+
+
 def fit_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str, Any]:
     """Train the cell's classifier from ``shapes_classifier_marker.yaml`` with the cell's data."""
-    return sgt.fit("classifier_marker", s, workdir, cell_overrides(cell), tag=f"cell_{cell.replace('/', '_')}",
-                   seed=seed)
+    return sgt.fit("classifier_marker", s, workdir, cell_overrides(cell), tag=_tag("cell", cell, seed), seed=seed)
 
 
 def cell_overrides(cell: str) -> list[str]:
@@ -142,7 +148,7 @@ def fit_robust_cell(cell: str, s: Any, workdir: Path, seed: int = 0) -> dict[str
     from cflight.models.classifiers import fit_temperature
     from cflight.models.registry import export_calibrated, load_net
 
-    info = sgt.fit("robust", s, workdir, cell_overrides(cell), tag=f"robust_{cell.replace('/', '_')}", seed=seed)
+    info = sgt.fit("robust", s, workdir, cell_overrides(cell), tag=_tag("robust", cell, seed), seed=seed)
     net = load_net(info["checkpoint"], "classifier")
     val = dataset(cell, s, split="val")
     with torch.no_grad():
@@ -289,82 +295,145 @@ def cell_reliance_task(cell: str, classifier: str, s: Any) -> dict[str, Any]:
     return {**reliance(cell, classifier, s), "shortcut_norm": shortcut_norms(cell, s)}
 
 
+def key_prefix(s: Any, seed: int) -> str:
+    """Task keys of one seed: ``matrix/<cell>/...`` for the first of ``s.matrix_seeds`` (the single-seed names),
+    ``matrix/seed_<n>/<cell>/...`` for the others."""
+    return "matrix" if seed == s.matrix_seeds[0] else f"matrix/seed_{seed}"
+
+
 def tasks(s: Any, workdir: Path, std: list[float]) -> list[Task]:
-    """Every cell's classifier, its reliance and each method's explanation (after the base benchmark's tasks,
-    so those come first; the GAN explanations last, as they wait for the GAN). With DVCE: the shapes DDPM first
-    (the longest of its models) and each cell's robust model after the cell's reliance."""
+    """Every cell's classifier, its reliance and each method's explanation, per seed of ``s.matrix_seeds`` (after
+    the base benchmark's tasks, so those come first; per seed the GAN explanations last, as they wait for the
+    GAN). With DVCE: the shapes DDPM first (the longest of its models, trained once) and each cell's robust
+    model after the cell's reliance."""
     methods = check_methods(s.matrix_methods)
     out: list[Task] = []
     if "dvce" in methods:
         out.append(Task("ddpm", fit_ddpm, lambda r: (s, workdir)))
+    for seed in s.matrix_seeds:
+        out += _seed_tasks(s, workdir, std, methods, seed)
+    return out
+
+
+def _seed_tasks(s: Any, workdir: Path, std: list[float], methods: tuple[str, ...], seed: int) -> list[Task]:
+    """One seed's tasks: the cells' classifiers (and robust models) trained with ``seed``, the methods run with it."""
+    pre = key_prefix(s, seed)
+    out: list[Task] = []
     for cell in cells(s):
-        out.append(Task(f"matrix/{cell}/classifier", fit_cell, lambda r, c=cell: (c, s, workdir)))
-        out.append(Task(f"matrix/{cell}/reliance", cell_reliance_task,
-                        lambda r, c=cell: (c, r[f"matrix/{c}/classifier"]["checkpoint"], s),
-                        (f"matrix/{cell}/classifier",)))
+        k = f"{pre}/{cell}"
+        out.append(Task(f"{k}/classifier", fit_cell, lambda r, c=cell: (c, s, workdir, seed)))
+        out.append(Task(f"{k}/reliance", cell_reliance_task,
+                        lambda r, c=cell, k=k: (c, r[f"{k}/classifier"]["checkpoint"], s), (f"{k}/classifier",)))
     if any(m in NEEDS_ROBUST for m in methods):
-        out += [Task(f"matrix/{cell}/robust", fit_robust_cell, lambda r, c=cell: (c, s, workdir))
+        out += [Task(f"{pre}/{cell}/robust", fit_robust_cell, lambda r, c=cell: (c, s, workdir, seed))
                 for cell in cells(s)]
     if any(m in ON_ROBUST for m in methods):  # the explained robust model's own reliance on the shortcut
-        out += [Task(f"matrix/{cell}/robust_reliance", reliance,
-                     lambda r, c=cell: (c, r[f"matrix/{c}/robust"]["checkpoint"], s), (f"matrix/{cell}/robust",))
+        out += [Task(f"{pre}/{cell}/robust_reliance", reliance,
+                     lambda r, c=cell, k=f"{pre}/{cell}": (c, r[f"{k}/robust"]["checkpoint"], s),
+                     (f"{pre}/{cell}/robust",))
                 for cell in cells(s)]
     for method in [m for m in methods if m != "latent_gan"] + ["latent_gan"] * ("latent_gan" in methods):
         for cell in cells(s):
-            needs = {"latent_gan": ["gan"], "latent_vae": ["vae"], "dvce": ["ddpm", f"matrix/{cell}/robust"],
-                     **{m: [f"matrix/{cell}/robust"] for m in ON_ROBUST}}
+            k = f"{pre}/{cell}"
+            needs = {"latent_gan": ["gan"], "latent_vae": ["vae"], "dvce": ["ddpm", f"{k}/robust"],
+                     **{m: [f"{k}/robust"] for m in ON_ROBUST}}
 
-            def args(r, c=cell, m=method):
-                paths = {"classifier": r[f"matrix/{c}/classifier"]["checkpoint"],
-                         **{k: r[k]["checkpoint"] for k in ("vae", "gan", "descriptors", "ddpm") if k in r}}
+            def args(r, c=cell, m=method, k=k):
+                paths = {"classifier": r[f"{k}/classifier"]["checkpoint"],
+                         **{n: r[n]["checkpoint"] for n in ("vae", "gan", "descriptors", "ddpm") if n in r}}
                 if m == "dvce":
-                    paths["robust"] = r[f"matrix/{c}/robust"]["checkpoint"]
+                    paths["robust"] = r[f"{k}/robust"]["checkpoint"]
                 if m in ON_ROBUST:
-                    paths["classifier"] = r[f"matrix/{c}/robust"]["checkpoint"]
-                return c, m, paths, s, std, r[f"matrix/{c}/reliance"]["shortcut_norm"]
+                    paths["classifier"] = r[f"{k}/robust"]["checkpoint"]
+                return c, m, paths, s, std, r[f"{k}/reliance"]["shortcut_norm"], seed
 
-            out.append(Task(f"matrix/{cell}/{method}", explain_cell, args,
-                            (f"matrix/{cell}/reliance", "descriptors", *needs.get(method, []))))
+            out.append(Task(f"{k}/{method}", explain_cell, args,
+                            (f"{k}/reliance", "descriptors", *needs.get(method, []))))
+    return out
+
+
+SPREAD_FIELDS = ("validity", "cause_rank", "marker_rank", "marker_mass")
+
+
+def _seed_table(results: dict[str, Any], s: Any, methods: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """One seed's matrix: per cell the classifier's reliance and each method's figures."""
+    pre = key_prefix(s, seed)
+    table = {}
+    for cell in cells(s):
+        k = f"{pre}/{cell}"
+        table[cell] = {"shortcut": cell_data(cell), **results[f"{k}/reliance"],
+                       "classifier_val": results[f"{k}/classifier"]["val"],
+                       "methods": {m: results[f"{k}/{m}"] for m in methods}}
+        if any(m in NEEDS_ROBUST for m in methods):  # DVCE's cone / the explained robust model: its
+            # validation (robust) accuracy and T, and (explained) its own reliance on the shortcut
+            table[cell]["robust_model"] = {f: results[f"{k}/robust"][f] for f in ("val", "temperature", "seconds")}
+            if f"{k}/robust_reliance" in results:
+                table[cell]["robust_model"].update(results[f"{k}/robust_reliance"])
+    return table
+
+
+def seed_spread(tables: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
+    """Per cell, over the seeds' tables: the classifier's (and robust model's) reliance and each method's
+    validity, cause rank, marker rank and marker mass, each as :func:`shapes_ground_truth.spread`."""
+    out = {}
+    for cell in tables[0]:
+        rows = [t[cell] for t in tables]
+        entry = {"reliance": sgt.spread([r["reliance"] for r in rows]),
+                 "methods": {m: {f: sgt.spread([r["methods"][m].get(f) for r in rows]) for f in SPREAD_FIELDS}
+                             for m in methods}}
+        if "reliance" in rows[0].get("robust_model", {}):
+            entry["robust_model_reliance"] = sgt.spread([r["robust_model"]["reliance"] for r in rows])
+        out[cell] = entry
     return out
 
 
 def summarise(results: dict[str, Any], s: Any, timeline: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The matrix: per cell the classifier's reliance and each method's figures."""
+    """The matrix of the first seed (``cells``); with several seeds also each other seed's (``per_seed``) and
+    the spread over all of them (``spread``)."""
     methods = check_methods(s.matrix_methods)
-    table = {}
-    for cell in cells(s):
-        table[cell] = {"shortcut": cell_data(cell), **results[f"matrix/{cell}/reliance"],
-                       "classifier_val": results[f"matrix/{cell}/classifier"]["val"],
-                       "methods": {m: results[f"matrix/{cell}/{m}"] for m in methods}}
-        if any(m in NEEDS_ROBUST for m in methods):  # DVCE's cone / the explained robust model: its
-            # validation (robust) accuracy and T, and (explained) its own reliance on the shortcut
-            table[cell]["robust_model"] = {k: results[f"matrix/{cell}/robust"][k]
-                                           for k in ("val", "temperature", "seconds")}
-            if f"matrix/{cell}/robust_reliance" in results:
-                table[cell]["robust_model"].update(results[f"matrix/{cell}/robust_reliance"])
-    return {"cells": table, "methods": list(methods), "threshold": THRESHOLD,
-            "radius_factor": s.matrix_radius_factor, "n_explain_per_cell": s.matrix_n_explain,
-            "marker_area_share": {k: round(float(dataset(c, s, n=1).marker_mask().mean()), 4)
-                                  for k, c in (("cross", "shape/base"), ("square", "shape/marker_shape"))},
-            "scoring": ("ranks: GlobalAttribution per target over valid counterfactuals, descriptor change / "
-                        "ground-truth std; cause rank: best-ranked descriptor of the cause (shape_*, colour_* or "
-                        "size); marker mass: share of Σ|x' − x₀| inside the marker's pixels"),
-            "dvce": ({"ddpm": {k: results["ddpm"][k] for k in ("val", "seconds")},
-                      "respacing": s.dvce_respacing, "skip": s.dvce_skip, **DVCE_SETTINGS}
-                     if "dvce" in methods else "not run (not among --matrix-methods)"),
-            "timeline": {k: v for k, v in timeline.items() if k.startswith("matrix/")}}
+    tables = [_seed_table(results, s, methods, seed) for seed in s.matrix_seeds]
+    out = {"cells": tables[0], "methods": list(methods), "seeds": list(s.matrix_seeds), "threshold": THRESHOLD,
+           "radius_factor": s.matrix_radius_factor, "n_explain_per_cell": s.matrix_n_explain,
+           "marker_area_share": {k: round(float(dataset(c, s, n=1).marker_mask().mean()), 4)
+                                 for k, c in (("cross", "shape/base"), ("square", "shape/marker_shape"))},
+           "scoring": ("ranks: GlobalAttribution per target over valid counterfactuals, descriptor change / "
+                       "ground-truth std; cause rank: best-ranked descriptor of the cause (shape_*, colour_* or "
+                       "size); marker mass: share of Σ|x' − x₀| inside the marker's pixels"),
+           "dvce": ({"ddpm": {k: results["ddpm"][k] for k in ("val", "seconds")},
+                     "respacing": s.dvce_respacing, "skip": s.dvce_skip, **DVCE_SETTINGS}
+                    if "dvce" in methods else "not run (not among --matrix-methods)"),
+           "timeline": {k: v for k, v in timeline.items() if k.startswith("matrix/")}}
+    if len(tables) > 1:
+        out["per_seed"] = {str(seed): t for seed, t in zip(s.matrix_seeds[1:], tables[1:])}
+        out["spread"] = seed_spread(tables, methods)
+    return out
 
 
 def markdown(matrix: dict[str, Any]) -> str:
-    """The matrix as a table: one row per cell, per method 'cause rank / marker rank / marker mass'."""
+    """The matrix as a table: one row per cell, per method 'cause rank / marker rank / marker mass (validity)';
+    with several seeds each figure is the median over the seeds with its range, ``2 (1–4)``."""
     head = "| cell | reliance | " + " | ".join(matrix["methods"]) + " |"
     lines = [head, "|" + "---|" * (2 + len(matrix["methods"]))]
+    spread = matrix.get("spread")
+
+    def fmt(sp: dict[str, Any], digits: int | None) -> str:
+        if sp["median"] is None:
+            return "—"
+        f = (lambda v: f"{v:g}") if digits is None else (lambda v: f"{v:.{digits}f}")
+        return f(sp["median"]) + ("" if sp["min"] == sp["max"] else f" ({f(sp['min'])}–{f(sp['max'])})")
+
     for cell, row in matrix["cells"].items():
         parts = []
         for m in matrix["methods"]:
+            if spread is not None:
+                sp = spread[cell]["methods"][m]
+                parts.append(f"{fmt(sp['cause_rank'], None)} / {fmt(sp['marker_rank'], None)} / "
+                             f"{fmt(sp['marker_mass'], 2)} (v {fmt(sp['validity'], 2)})")
+                continue
             r = row["methods"][m]
             mass = "—" if r.get("marker_mass") is None else f"{r['marker_mass']:.2f}"
             parts.append(f"{r.get('cause_rank') or '—'} / {r.get('marker_rank') or '—'} / {mass} "
                          f"(v {r.get('validity', 0):.2f})")
-        lines.append(f"| {cell} | {row['reliance']:.2f} | " + " | ".join(parts) + " |")
+        rel = fmt(spread[cell]["reliance"], 2) if spread is not None else f"{row['reliance']:.2f}"
+        lines.append(f"| {cell} | {rel} | " + " | ".join(parts) + " |")
     return "\n".join(lines)

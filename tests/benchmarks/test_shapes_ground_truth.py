@@ -167,10 +167,46 @@ def test_matrix_methods_are_checked_and_select_the_shared_models():
 
 def test_matrix_only_run_trains_only_what_its_methods_need(tmp_path):
     torch.set_num_threads(1)
-    s = dataclasses.replace(sgt.QUICK, matrix_methods=("pgd",), matrix_cells=("size/corner",))
+    s = dataclasses.replace(sgt.QUICK, matrix_methods=("pgd",), matrix_cells=("size/corner",), matrix_seeds=(0, 1))
     result = sgt.run(s, tmp_path, matrix_only=True, workers=1)
     assert result["base"] is None and result["matrix"]["methods"] == ["pgd"]
-    assert set(result["matrix"]["timeline"]) == {"matrix/size/corner/classifier", "matrix/size/corner/reliance",
-                                                 "matrix/size/corner/pgd"}
+    assert set(result["matrix"]["timeline"]) == {f"{pre}/size/corner/{t}" for pre in ("matrix", "matrix/seed_1")
+                                                 for t in ("classifier", "reliance", "pgd")}
+    assert (tmp_path / "cell_size_corner.ckpt").exists() and (tmp_path / "cell_size_corner_seed1.ckpt").exists()
+    m = result["matrix"]
+    assert m["seeds"] == [0, 1] and set(m["per_seed"]) == {"1"}
+    sp = m["spread"]["size/corner"]
+    assert sp["reliance"]["per_seed"] == [m["cells"]["size/corner"]["reliance"],
+                                          m["per_seed"]["1"]["size/corner"]["reliance"]]
+    assert sp["methods"]["pgd"]["validity"]["per_seed"][1] == m["per_seed"]["1"]["size/corner"]["methods"]["pgd"]["validity"]
     assert result["matrix"]["dvce"].startswith("not run")
     assert not (tmp_path / "vae.ckpt").exists() and (tmp_path / "descriptors.ckpt").exists()
+
+
+def test_seed_spread_and_its_table():
+    """Two seeds' tables give per-cell medians and ranges; the markdown shows 'median (min–max)'."""
+    def table(rel, cause, marker, mass, valid):
+        return {"shape/base": {"reliance": rel, "methods": {"svce": {
+            "validity": valid, "cause_rank": cause, "marker_rank": marker, "marker_mass": mass}}}}
+    tables = [table(0.9, 1, 3, 0.1, 1.0), table(1.0, 1, 1, 0.3, 0.5)]
+    sp = sm.seed_spread(tables, ("svce",))["shape/base"]
+    assert sp["reliance"] == {"per_seed": [0.9, 1.0], "min": 0.9, "max": 1.0, "median": 0.95}
+    assert sp["methods"]["svce"]["marker_rank"]["median"] == 2 and sp["methods"]["svce"]["cause_rank"]["min"] == 1
+    md = sm.markdown({"methods": ["svce"], "cells": tables[0], "spread": sm.seed_spread(tables, ("svce",))})
+    assert "| shape/base | 0.95 (0.90–1.00) | 1 / 2 (1–3) / 0.20 (0.10–0.30) (v 0.75 (0.50–1.00)) |" in md
+    none = sm.seed_spread([table(0.5, None, None, None, 0.0)] * 2, ("svce",))["shape/base"]["methods"]["svce"]
+    assert none["marker_rank"]["median"] is None and "— / —" in sm.markdown(
+        {"methods": ["svce"], "cells": tables[0], "spread": {"shape/base": {"reliance": sp["reliance"], "methods": {"svce": none}}}})
+
+
+def test_matrix_seed_tasks_are_keyed_per_seed():
+    s = dataclasses.replace(sgt.QUICK, matrix_methods=("svce_robust",), matrix_seeds=(3, 5))
+    tasks = {t.key: t for t in sm.tasks(s, None, [])}
+    assert "matrix/shape/base/svce_robust" in tasks and "matrix/seed_5/shape/base/svce_robust" in tasks
+    assert "matrix/seed_5/shape/base/robust" in tasks["matrix/seed_5/shape/base/svce_robust"].deps
+    r = {"matrix/seed_5/shape/base/classifier": {"checkpoint": "c.pt"},
+         "matrix/seed_5/shape/base/robust": {"checkpoint": "r5.pt"},
+         "matrix/seed_5/shape/base/reliance": {"shortcut_norm": {"l1_5": 1.0, "l2": 1.0}}}
+    args = tasks["matrix/seed_5/shape/base/svce_robust"].args(r)
+    assert args[2]["classifier"] == "r5.pt" and args[-1] == 5  # the seed's robust model, explained with that seed
+    assert tasks["matrix/seed_5/shape/base/robust"].args(r)[-1] == 5
