@@ -1,4 +1,8 @@
 """LightningModules, callbacks and the prediction writer."""
+from cflight.lit._warnings import silence_known_warnings
+
+silence_known_warnings()
+
 from cflight.lit.classifier import ClassifierModule
 from cflight.lit.ddpm import DDPMModule
 from cflight.lit.descriptor import DescriptorModule
