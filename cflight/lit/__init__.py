@@ -18,6 +18,6 @@ from cflight.lit.robust import AdversarialTrainingModule
 from cflight.lit.vae import VAEModule
 from cflight.lit.writer import CounterfactualWriter
 
-__all__ = ["AutoWandbLogger", "ClassifierModule", "CounterfactualWriter", "DescriptorModule",
-           "DiffAEModule", "DiffAEProbeModule", "ExplainModule", "ExplainProgressBar", "GANModule", "RegressorModule",
-           "VAEModule", "export_checkpoint"]
+__all__ = ["AdversarialTrainingModule", "AutoWandbLogger", "ClassifierModule", "CounterfactualWriter", "DDPMModule",
+           "DescriptorModule", "DiffAEModule", "DiffAEProbeModule", "ExplainModule", "ExplainProgressBar", "GANModule",
+           "RegressorModule", "VAEModule", "export_checkpoint"]
