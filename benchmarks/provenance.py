@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
+from cflight.benchmark.runner import cpu_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,8 +28,10 @@ def git_state() -> dict:
 
 
 def machine(device: torch.device | str | None = None) -> dict:
-    """CPU, threads, torch and (on a GPU) the device's name and memory."""
+    """CPU (model and the SIMD level torch's kernels use: two machines of one platform can train a network to
+    different floats), threads, torch and (on a GPU) the device's name and memory."""
     info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version()}
     device = torch.device(device) if device is not None else None

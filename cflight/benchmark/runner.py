@@ -206,6 +206,17 @@ def run_job(cfg: BenchmarkConfig, entry: Mapping[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; ``None`` elsewhere). With the SIMD level torch's kernels use
+    (``torch.backends.cpu.get_cpu_capability()``) it tells two machines of one platform apart, which can train the
+    same network to different floats."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``{"command", "git", "machine"}``: how to reproduce the run, from the repository root."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -220,6 +231,7 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         state = {"commit": "unknown (no git repository)", "dirty": None}
     machine = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+               "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
                "python": platform.python_version(),
