@@ -162,7 +162,11 @@ def plot(runs: list[dict], path: str) -> str:
         if mem:
             b.plot(*zip(*mem), marker="o", label=name)
     for ax, ylabel in ((a, "images / s"), (b, "peak memory above baseline (MB)")):
-        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel=ylabel)
+        ax.set(xscale="log", xlabel="batch size", ylabel=ylabel)
+        # memory can be 0 MB above the baseline (nothing new allocated): linear below 1 MB, log above
+        ax.set_yscale("log" if ax is a else "symlog", **({} if ax is a else {"linthresh": 1.0}))
+        if ax is b:
+            ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Batch-size scaling on the CPU (1 thread)")
