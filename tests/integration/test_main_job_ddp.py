@@ -33,28 +33,42 @@ def _outputs(out):
 
 
 def _same(one, two):
+    """Same images once each, same predictions, targets and validity; step counts, values and global scores
+    equal up to the float noise of another batch composition.
+
+    The two runs put other rows in each batch and their active sets shrink differently, so every convolution
+    runs over other rows and the last bits differ; τ = 0.999's Adam steps carry them into the third decimal
+    and, in a long run, can move the threshold crossing by one step (seen on an AVX-512 machine: 690 against
+    691 of ~1000 steps for one image, whose counterfactual is then one Adam step apart)."""
     rows1, m1, g1 = one
     rows2, m2, g2 = two
     assert [int(r["index"]) for r in rows2] == list(range(N)), "every image exactly once"
+    moved = 0
     for a, b in zip(rows1, rows2):
-        for key in ("prediction", "target", "cf_prediction", "valid", "steps"):
+        for key in ("prediction", "target", "cf_prediction", "valid"):
             assert a[key] == b[key], (key, a, b)
-        # same descriptors in the same order; values to float noise (another batch composition runs the
-        # convolutions over other rows, and τ = 0.999's ~60 Adam steps carry the last bits into the third decimal)
+        assert abs(int(a["steps"]) - int(b["steps"])) <= 1, ("steps", a, b)  # more is a real difference
+        if a["steps"] != b["steps"]:  # one Adam step apart: the changes are close, not equal to float noise
+            moved += 1
+            assert float(a["l1"]) == pytest.approx(float(b["l1"]), rel=1e-2)
+            continue
         changes = [[c.rsplit(" ", 1) for c in r["top_changes"].split("; ")] for r in (a, b)]
         assert [n for n, _ in changes[0]] == [n for n, _ in changes[1]], (a, b)
         for (_, v1), (_, v2) in zip(*changes):
             assert float(v2) == pytest.approx(float(v1), rel=1e-3, abs=2e-3), (a, b)
-        assert float(a["l1"]) == pytest.approx(float(b["l1"]), rel=1e-4)
-    for key in ("n", "validity", "success_rate", "median_steps", "fingerprint"):
+        assert float(a["l1"]) == pytest.approx(float(b["l1"]), rel=5e-4)
+    assert moved <= 2, f"{moved} of {N} rows changed their step count"
+    for key in ("n", "validity", "success_rate", "fingerprint"):
         assert m1[key] == m2[key], key
-    assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-5)  # per row rel 1e-4 (float noise, see above)
+    assert abs(m1["median_steps"] - m2["median_steps"]) <= 1
+    assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-4)
     # the global mean covers the valid counterfactuals (global_rows="valid"; an exactly zero gradient, which
-    # that rule also drops, does not occur with these networks)
+    # that rule also drops, does not occur with these networks); a moved row shifts a mean over ~30 rows by
+    # well under 1e-3
     assert g2["n"] == g1["n"] == sum(r["valid"] == "True" for r in rows1) >= 0.9 * N
     assert [d["descriptor"] for d in g2["overall"]] == [d["descriptor"] for d in g1["overall"]]
     for d1, d2 in zip(g1["overall"], g2["overall"]):
-        assert d2["score"] == pytest.approx(d1["score"], rel=1e-4, abs=1e-6)
+        assert d2["score"] == pytest.approx(d1["score"], rel=1e-4, abs=1e-3 if moved else 1e-6)
 
 
 @pytest.mark.timeout(900)
