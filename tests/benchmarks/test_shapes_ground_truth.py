@@ -210,3 +210,18 @@ def test_matrix_seed_tasks_are_keyed_per_seed():
     args = tasks["matrix/seed_5/shape/base/svce_robust"].args(r)
     assert args[2]["classifier"] == "r5.pt" and args[-1] == 5  # the seed's robust model, explained with that seed
     assert tasks["matrix/seed_5/shape/base/robust"].args(r)[-1] == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--matrix-only", "--matrix-seeds", "0", "0"], "--matrix-seeds: give distinct seeds, got [0, 0]"),
+    (["--matrix-only", "--matrix-methods", "dcve"], "unknown matrix methods ['dcve']; the methods are"),
+])
+def test_cli_rejects_bad_matrix_arguments_in_one_line(args, message):
+    """Bad --matrix-* arguments end before anything trains: exit 2 and one line naming the problem."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "benchmarks/shapes_ground_truth.py", *args], cwd=sgt.ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("shapes_ground_truth.py: error:")
