@@ -1,7 +1,8 @@
 """cflight's PGD and APGD against torchattacks' on the same model, images, ε, step size and steps.
 
-Peer baseline of issue 13 item 5. torchattacks is a benchmark-only dependency (``.venv/bin/pip install --no-deps torchattacks==3.5.1``:
-its pin ``requests~=2.25.1`` conflicts with ``constraints.txt``, and it runs with the installed one);
+Peer baseline of issue 13 item 5. torchattacks is a benchmark-only dependency
+(``.venv/bin/pip install --no-deps torchattacks==3.5.1``: its pin ``requests~=2.25.1`` conflicts with
+``constraints.txt``, and it runs with the installed one);
 nothing in ``cflight`` imports it. For each shipped MNIST classifier (``checkpoints/mnist_robust.pt``, a
 TemperatureWrapper, and ``checkpoints/mnist_classifier.pt``), in eval mode, on the first ``--n`` MNIST test
 images:
@@ -189,6 +190,19 @@ def evaluations(model: nn.Module, fn: Callable[[], Tensor], n: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- the runs
+def and_predict(model: nn.Module, atk: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+                labels: Tensor) -> Callable[[], Tensor]:
+    """torchattacks' call followed by the one forward (no gradient) its caller runs to learn what a cflight call
+    returns beside the images: the model's output on them."""
+    def run() -> Tensor:
+        adv = atk(x, labels)
+        with torch.no_grad():
+            model(adv)
+        return adv
+
+    return run
+
+
 def pgd_runners(model: nn.Module, x: Tensor, logits: Tensor, labels: Tensor, norm: str, eps: float,
                 alpha: float, steps: int, targeted: bool) -> dict[str, Callable[[], Tensor]]:
     """``{variant: () -> adversarial images}`` for torchattacks and cflight (last and best iterate)."""
@@ -207,13 +221,8 @@ def pgd_runners(model: nn.Module, x: Tensor, logits: Tensor, labels: Tensor, nor
                      objective=objective, keep_best=keep_best)
         return lambda: method(x, target, model, index=index, pred=logits).x_cf
 
-    def peer_and_predict() -> Tensor:  # what a user of torchattacks runs to learn what cflight returns
-        adv = atk(x, labels)
-        with torch.no_grad():
-            model(adv)
-        return adv
-
-    return {"torchattacks": lambda: atk(x, labels), "torchattacks_and_predict": peer_and_predict,
+    return {"torchattacks": lambda: atk(x, labels),
+            "torchattacks_and_predict": and_predict(model, atk, x, labels),
             "cflight_last": cflight(False), "cflight_best": cflight(True)}
 
 
@@ -274,13 +283,8 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     method = APGD(eps=eps, norm="linf", steps=steps, rho=rho, objective="ce", random_start=True)
     index = torch.arange(n, device=dev)
     target = ClassTarget(labels, 0.5)
-    def peer_and_predict() -> Tensor:
-        adv = atk(x, labels)
-        with torch.no_grad():
-            model(adv)
-        return adv
-
-    runners = {"torchattacks": lambda: atk(x, labels), "torchattacks_and_predict": peer_and_predict,
+    runners = {"torchattacks": lambda: atk(x, labels),
+               "torchattacks_and_predict": and_predict(model, atk, x, labels),
                "cflight": lambda: method(x, target, model, index=index, pred=logits).x_cf}
     evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
     meas, outs = timed_runs(runners, repeats, dev)

@@ -68,7 +68,9 @@ METHODS = ("latent_vae", "latent_gan", "svce", "pgd", "apgd", "dvce", "svce_robu
 ON_ROBUST = ("svce_robust", "apgd_robust")  # methods that explain the cell's robust model instead of its classifier
 NEEDS_ROBUST = ("dvce", *ON_ROBUST)  # DVCE takes its cone from the robust model
 THRESHOLD = 0.9
-PIXEL_BALL = {"svce": "l1_5", "pgd": "l2", "apgd": "l2", "svce_robust": "l1_5", "apgd_robust": "l2"}  # methods with a radius: the norm it is calibrated in
+_BALL = {"svce": "l1_5", "pgd": "l2", "apgd": "l2"}
+# methods with a radius: the norm it is calibrated in (a method on the robust model: its base method's)
+PIXEL_BALL = {**_BALL, **{m: _BALL[m.removesuffix("_robust")] for m in ON_ROBUST}}
 # mnist_all_methods.yaml's DVCE (the respaced chain comes from the run's settings)
 DVCE_SETTINGS = {"cone_angle": 30.0, "classifier_lambda": 0.2, "distance_lambda": 0.15, "distance_p": 1.0,
                  "denoise_dist_input": True, "aug_num": 1}

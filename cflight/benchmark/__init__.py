@@ -8,4 +8,5 @@ from cflight.benchmark.plots import plot_all
 from cflight.benchmark.runner import BenchmarkConfig, load_config, run_benchmark
 from cflight.benchmark.table import COLUMNS, REGRESSION_COLUMNS, table_rows, write_tables
 
-__all__ = ["COLUMNS", "REGRESSION_COLUMNS", "BenchmarkConfig", "load_config", "plot_all", "run_benchmark", "table_rows", "write_tables"]
+__all__ = ["COLUMNS", "REGRESSION_COLUMNS", "BenchmarkConfig", "load_config", "plot_all", "run_benchmark", "table_rows",
+           "write_tables"]
