@@ -5,7 +5,8 @@ Peer baseline of issue 13 item 5. torchattacks is a benchmark-only dependency
 ``constraints.txt``, and it runs with the installed one);
 nothing in ``cflight`` imports it. For each shipped MNIST classifier (``checkpoints/mnist_robust.pt``, a
 TemperatureWrapper, and ``checkpoints/mnist_classifier.pt``), in eval mode, on the first ``--n`` MNIST test
-images:
+images, and on a seeded linear model (``linear``: a network that costs almost nothing, so its timings are
+each library's own per-step work; ``LINEAR_REPEATS``× the repeats, its calls taking milliseconds):
 
 * PGD l∞ (ε 0.3, α 0.01, 20 and 40 steps) and PGD l2 (ε 2.0, α 0.25 = 2.5ε/20, 20 steps), untargeted (the
   cross-entropy of the clean prediction, torchattacks' ``labels`` = that prediction) and targeted (the second
@@ -30,9 +31,10 @@ Loss per image: the attacked objective (CE of the clean prediction, or ``log p(t
 image, evaluated by one shared function. Agreement: mean and max ``|Δloss|`` and the share of images with
 ``|Δ| ≤ 1e-4·max(|a|, |b|) + 1e-6`` (an absolute floor for losses at 0). Success: the prediction left the
 clean class (untargeted) or is the target (targeted). Evaluations: ``cflight.metrics.cost.EvaluationCounter``
-on one run of each library. Timing: runs of all variants interleaved ``--repeats`` times (median, min–max;
-beside it the process-CPU time, which one thread makes nearly independent of other jobs on a shared machine,
-and the minor page faults of the call).
+on one run of each library. Timing: runs of all variants interleaved ``--repeats`` times, the order rotated
+each repeat (median, min–max; beside it the process-CPU time, which one thread makes nearly independent of
+other jobs on a shared machine, and the minor page faults of the call). ``extra_ms_per_step_vs_same_output``:
+the median milliseconds per step a cflight variant spends beyond ``torchattacks_and_predict``.
 
 Page faults: on Linux/glibc the heap above the highest live block is given back to the system once more than
 the trim threshold is free (dynamically twice the largest freed large block, here ≈ 2 × 25.7 MB of conv
@@ -81,7 +83,9 @@ PGD_CASES = (  # (name, norm, eps, step size, steps, targeted)
 )
 APGD_CASE = dict(norm="linf", eps=0.3, steps=100, rho=0.75)
 APGD_NAME = "apgd_linf"
-MODELS = ("checkpoints/mnist_robust.pt", "checkpoints/mnist_classifier.pt")
+LINEAR = "linear"
+MODELS = ("checkpoints/mnist_robust.pt", "checkpoints/mnist_classifier.pt", LINEAR)
+LINEAR_REPEATS = 10  # × --repeats for the linear model, whose calls take milliseconds
 RTOL, ATOL = 1e-4, 1e-6
 
 
@@ -158,13 +162,15 @@ def no_heap_trim() -> None:
 
 def timed_runs(runners: dict[str, Callable[[], Tensor]], repeats: int,
                dev: torch.device) -> tuple[dict[str, dict[str, list]], dict[str, Tensor]]:
-    """``repeats`` calls of every runner, interleaved (load from other jobs hits every variant alike):
+    """``repeats`` calls of every runner, interleaved (load from other jobs hits every variant alike), the
+    order rotated by one each repeat (no variant always runs first, or always after the same one):
     ``({variant: {"wall", "cpu", "faults": [per call]}}, {variant: last output})``."""
     meas = {k: {"wall": [], "cpu": [], "faults": []} for k in runners}
     outs = {}
-    for _ in range(repeats):
-        for k, fn in runners.items():
-            wall, c, outs[k], f = timed(fn, dev)
+    names = list(runners)
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            wall, c, outs[k], f = timed(runners[k], dev)
             meas[k]["wall"].append(wall)
             meas[k]["cpu"].append(c)
             meas[k]["faults"].append(f)
@@ -173,6 +179,25 @@ def timed_runs(runners: dict[str, Callable[[], Tensor]], repeats: int,
 
 def timing(meas: dict[str, dict[str, list]], n: int) -> dict:
     return {k: summary(v["wall"], n, v["cpu"], v["faults"]) for k, v in meas.items()}
+
+
+def extra_ms_per_step(meas: dict[str, dict[str, list]], variants: tuple[str, ...], steps: int,
+                      peer: str = "torchattacks_and_predict") -> dict:
+    """Median wall milliseconds per step that each variant spends beyond ``peer`` (same output): on the
+    linear model, where the network costs almost nothing, each library's own per-step work."""
+    peer = statistics.median(meas[peer]["wall"])
+    return {k: round(1000 * (statistics.median(meas[k]["wall"]) - peer) / steps, 4) for k in variants}
+
+
+def linear_model(seed: int = 0) -> nn.Module:
+    """``--models linear``: a seeded ``Linear(784, 10)`` MNIST classifier, whose forward and backward cost
+    almost nothing, so a call's time is the attack's own work (steps, projections, bookkeeping)."""
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        net[1].weight.copy_(0.05 * torch.randn(10, 784, generator=g))
+        net[1].bias.zero_()
+    return net
 
 
 def speed(meas: dict[str, dict[str, list]], key: str, variants: tuple[str, ...],
@@ -243,7 +268,8 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
 
     from cflight.models.registry import load_net
 
-    model = (load or (lambda p: load_net(p, "classifier")))(path).to(dev).eval().requires_grad_(False)
+    default = (lambda p: linear_model()) if path == LINEAR else (lambda p: load_net(p, "classifier"))
+    model = (load or default)(path).to(dev).eval().requires_grad_(False)
     n = x.shape[0]
     with torch.no_grad():
         logits = model(x)
@@ -258,11 +284,12 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
         variants = ("cflight_last", "cflight_best")
         rows.append({
             "model": path, "case": name, "norm": norm, "eps": eps, "step_size": alpha, "steps": steps,
-            "targeted": targeted, "random_start": False, "n": n,
+            "targeted": targeted, "random_start": False, "n": n, "repeats": repeats,
             "timing": timing(meas, n),
             "speed_vs_torchattacks": speed(meas, "wall", variants),
             "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", variants),
             "speed_vs_torchattacks_same_output": speed(meas, "wall", variants, "torchattacks_and_predict"),
+            "extra_ms_per_step_vs_same_output": extra_ms_per_step(meas, variants, steps),
             "agreement_last_iterate": loss_agreement(losses["cflight_last"][0], losses["torchattacks"][0]),
             "mean_loss": {k: float(v[0].mean()) for k, v in losses.items()},
             "success_rate": {k: success_rate(v[1], labels, targeted) for k, v in losses.items()},
@@ -298,11 +325,12 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     public = {k: per_image_loss(model, v, labels, False) for k, v in outs.items()}
     rows.append({
         "model": path, "case": f"apgd_linf_{steps}", "norm": "linf", "eps": eps, "steps": steps, "rho": rho,
-        "targeted": False, "loss": "ce", "n": n,
+        "targeted": False, "loss": "ce", "n": n, "repeats": repeats,
         "timing": timing(meas, n),
         "speed_vs_torchattacks": speed(meas, "wall", ("cflight",)),
         "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", ("cflight",)),
         "speed_vs_torchattacks_same_output": speed(meas, "wall", ("cflight",), "torchattacks_and_predict"),
+        "extra_ms_per_step_vs_same_output": extra_ms_per_step(meas, ("cflight",), steps),
         "agreement_best_iterate_same_start": loss_agreement(l_cf[0], l_peer[0]),
         "mean_loss_same_start": {"torchattacks": float(l_peer[0].mean()), "cflight": float(l_cf[0].mean())},
         "success_rate_same_start": {"torchattacks": success_rate(l_peer[1], labels, False),
@@ -325,7 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/pgd_vs_torchattacks.json")
     names = [c[0] for c in PGD_CASES] + [APGD_NAME]
     ap.add_argument("--cases", default=",".join(names), help=f"comma-separated subset of {','.join(names)}")
-    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated checkpoints")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma-separated checkpoints, or {LINEAR!r} (a seeded linear model: the attacks' "
+                         "own cost)")
     ap.add_argument("--no-heap-trim", action="store_true",
                     help="fix glibc's heap thresholds (no trimming) for both libraries: see the module docstring")
     args = ap.parse_args(argv)
@@ -349,7 +379,9 @@ def main(argv: list[str] | None = None) -> dict:
     x = next(iter(dm.predict_dataloader()))["image"].to(dev)
     load = os.getloadavg()
     cases = tuple(c for c in PGD_CASES if c[0] in chosen)
-    runs = [r for path in models for r in run_model(path, x, args.repeats, dev, cases, apgd=APGD_NAME in chosen)]
+    runs = [r for path in models
+            for r in run_model(path, x, args.repeats * (LINEAR_REPEATS if path == LINEAR else 1), dev, cases,
+                               apgd=APGD_NAME in chosen)]
     result = {
         **provenance(__file__, argv, dev), "torchattacks": torchattacks.__version__,
         "images": f"first {args.n} MNIST test",

@@ -67,3 +67,26 @@ def test_smoke_run_on_a_tiny_model():
     for r in rows:
         assert all(t["images_per_s"] > 0 for t in r["timing"].values())
         assert set(r["speed_vs_torchattacks_same_output"]) == set(r["speed_vs_torchattacks"])
+        assert set(r["extra_ms_per_step_vs_same_output"]) == set(r["speed_vs_torchattacks"])
+
+
+def test_extra_ms_per_step_on_constructed_timings():
+    meas = {"torchattacks_and_predict": {"wall": [1.0, 1.2, 5.0]}, "cflight_last": {"wall": [1.1, 1.4, 1.3]},
+            "cflight_best": {"wall": [0.9, 1.0, 1.1]}}
+    out = B.extra_ms_per_step(meas, ("cflight_last", "cflight_best"), steps=20)
+    assert out == {"cflight_last": 5.0, "cflight_best": -10.0}  # medians 1.3 / 1.0 against 1.2, per step
+
+
+def test_linear_model_is_seeded_and_classifies_mnist_shapes():
+    a, b = B.linear_model(), B.linear_model()
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(a(x), b(x)) and a(x).shape == (3, 10)
+    assert not torch.equal(a(x), B.linear_model(seed=1)(x))
+
+
+def test_timed_runs_interleave_and_rotate_the_order():
+    calls = []
+    runners = {k: (lambda k=k: calls.append(k) or torch.zeros(1)) for k in "abc"}
+    meas, outs = B.timed_runs(runners, 4, torch.device("cpu"))
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert all(len(v["wall"]) == 4 for v in meas.values()) and set(outs) == set("abc")

@@ -212,6 +212,30 @@ def test_projection_feasible_idempotent_and_optimal(norm, p):
         assert (((z - proj) * (y - proj)).sum(1) <= 1e-9).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_ball_box_projects_as_project_lp_box_to_the_bit(norm, dtype):
+    """BallBox (one run's set, l∞ bounds precomputed) gives project_lp_box's numbers exactly, also for rows
+    kept by an active set, at zero radius and with the centre on the box's faces."""
+    g = torch.Generator().manual_seed(21)
+    x = torch.rand(12, 1, 6, 6, generator=g, dtype=dtype)
+    x[torch.rand(x.shape, generator=g) < 0.2] = 0.0
+    x[torch.rand(x.shape, generator=g) < 0.2] = 1.0
+    eps = (torch.rand(12, generator=g, dtype=torch.float64) * 2).index_fill_(0, torch.tensor([3]), 0.0)
+    ball = Fn.BallBox(x, eps, norm)
+    keep = torch.rand(12, generator=g) < 0.6
+    for scale in (0.05, 0.5, 3.0):  # inside the ball, on its sphere, far outside (box faces)
+        z = x + scale * torch.randn(x.shape, generator=g, dtype=dtype)
+        assert torch.equal(ball.project(z), Fn.project_lp_box(z, x, eps, norm))
+        kept = Fn.project_lp_box(z[keep], x[keep], eps[keep], norm)
+        assert torch.equal(ball.keep(keep).project(z[keep]), kept)
+    assert torch.equal(Fn.BallBox(x, 0.3, norm).project(z), Fn.project_lp_box(z, x, 0.3, norm))
+    with pytest.raises(ValueError, match="unknown norm"):
+        Fn.BallBox(x, 0.3, "l3")
+    with pytest.raises(ValueError, match="eps"):
+        Fn.BallBox(x, -1.0, norm)
+
+
 def test_project_l1_inside_point_unchanged_and_zero_radius():
     x = torch.rand(3, 10, dtype=torch.float64)
     z = (x + 0.01 * torch.randn(3, 10, dtype=torch.float64)).clamp(0, 1)

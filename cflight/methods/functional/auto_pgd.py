@@ -7,7 +7,7 @@ from torch import Tensor
 
 from cflight.methods.functional.ascent import (
     AFWResult, LossGrad, StopFn, _ActiveSet, _Best, _no_trace_with_stop, _select, _stack_trace)
-from cflight.methods.functional.lp_geometry import NORMS, _radius, _rows, project_lp_box, steepest_ascent
+from cflight.methods.functional.lp_geometry import NORMS, BallBox, _rows, steepest_ascent
 from cflight.methods.functional.step_checkpoints import _Checkpoints
 
 __all__ = ["apgd"]
@@ -39,18 +39,18 @@ def apgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", 
     _no_trace_with_stop(record, stop)
     x = x.detach()
     b, n_fts = x.shape[0], x[0].numel()
-    eps64 = _radius(eps, b, x)
+    ball = BallBox(x, eps, norm)
     x_cur = x.clone() if x_init is None else x_init.detach().clone()
     active = _ActiveSet(b, x.device, loss_grad, stop)
     loss, g, aux = active.evaluate(x_cur)
     loss0 = loss.clone()
     keep = active.check(0, x_cur, loss, aux)
     if keep is not None:
-        x, eps64, x_cur, g, loss = x[keep], eps64[keep], x_cur[keep], g[keep], loss[keep]
+        x, ball, x_cur, g, loss = x[keep], ball.keep(keep), x_cur[keep], g[keep], loss[keep]
         aux = None if aux is None else aux[keep]
         b = x.shape[0]
     best = _Best(x_cur, loss, g, aux)
-    base = (1.0 if norm == "l1" else 2.0) * eps64.to(x.dtype)
+    base = (1.0 if norm == "l1" else 2.0) * ball.eps.to(x.dtype)
     eta = base.clone()
     l1 = norm == "l1"
     ctrl = _Checkpoints(steps, loss, rho)
@@ -65,16 +65,17 @@ def apgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", 
         if active.empty:
             break
         direction = steepest_ascent(g, norm, sparsity)
-        z = project_lp_box(x_cur + _rows(eta, x) * direction, x, eps64, norm)
+        z = ball.project(x_cur + _rows(eta, x) * direction)
         if not l1 and i > 0:
-            z = project_lp_box(x_cur + momentum * (z - x_cur) + (1 - momentum) * (x_cur - x_prev), x, eps64, norm)
+            z = ball.project(x_cur + momentum * (z - x_cur) + (1 - momentum) * (x_cur - x_prev))
         x_prev, x_cur = x_cur, z
         loss, g, aux = active.evaluate(x_cur)
         best.update(x_cur, loss, g, aux)
         keep = active.check(i + 1, x_cur, loss, aux)
         if keep is not None:  # rows that reached leave; the rest carry on as if alone
-            x, eps64, x_cur, x_prev, g, loss, base, eta, sparsity, sp_old = (
-                t[keep] for t in (x, eps64, x_cur, x_prev, g, loss, base, eta, sparsity, sp_old))
+            x, x_cur, x_prev, g, loss, base, eta, sparsity, sp_old = (
+                t[keep] for t in (x, x_cur, x_prev, g, loss, base, eta, sparsity, sp_old))
+            ball = ball.keep(keep)
             best.keep(keep)
             ctrl.keep(keep)
         step_used = eta.clone()

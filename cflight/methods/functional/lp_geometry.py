@@ -18,6 +18,8 @@ sums, and returned in the input's dtype):
   the box"): ``δ_i = sign(d_i)·min(max(|d_i| − λ, 0), u_i)``, soft-thresholding then clipping to the box,
   with ``λ ≥ 0`` found exactly from the sorted breakpoints of the piecewise-linear ``Σ_i δ_i(λ)``.
 * :func:`project_linf_box`: coordinate-wise clipping (exact).
+* :class:`BallBox`: one run's set ``B_norm(x, ε) ∩ [0,1]^d``, projecting with what all steps share computed
+  once.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from torch import Tensor
 
 from cflight.methods.functional.row_sort import _sort_rows
 
-__all__ = ["NORMS", "lp_box_lmo", "lp_norm", "project_l1_box", "project_l2_box", "project_linf_box",
-           "project_lp_box", "random_start", "steepest_ascent", "transfer_radius"]
+__all__ = ["NORMS", "BallBox", "lp_box_lmo", "lp_norm", "project_l1_box", "project_l2_box",
+           "project_linf_box", "project_lp_box", "random_start", "steepest_ascent", "transfer_radius"]
 
 NORMS = ("linf", "l2", "l1")
 
@@ -311,6 +313,42 @@ def project_l1_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     lam = bp.gather(1, j[:, None]).squeeze(1) + (s_j - eps64) / (-sl).clamp_min(1.0)
     lam = torch.where(inside, torch.zeros_like(lam), lam.clamp_min(0)).to(a.dtype)
     return _point(x, sgn * torch.minimum((a - lam[:, None]).clamp_min(0), u))
+
+
+class BallBox:
+    """The feasible set ``B_norm(x, ε) ∩ [0,1]^d`` of one ascent run, for projecting onto it at every step.
+
+    What all of a run's projections share is computed once: the radii (validated once, not per step) and, for
+    l∞, the per-coordinate interval ``[max(x − ε, 0), min(x + ε, 1)]``, so each l∞ projection is one clamp
+    instead of five passes (the same numbers to the bit as :func:`project_linf_box`: clipping to ``[x − ε, x +
+    ε]`` then to ``[0, 1]`` is clipping to their intersection, which holds ``x``). l2 / l1 call
+    :func:`project_l2_box` / :func:`project_l1_box`. ``x`` ``[B, ...]``, ``eps`` a scalar or ``[B]``.
+    """
+
+    def __init__(self, x: Tensor, eps: float | Tensor, norm: str) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+        self.x, self.norm = x, norm
+        self.eps = _radius(eps, x.shape[0], x)  # float64 [B]
+        if norm == "linf":
+            e = _rows(self.eps.to(x.dtype), x)
+            self.lo, self.hi = (x - e).clamp_min(0), (x + e).clamp_max(1)
+
+    def project(self, z: Tensor) -> Tensor:
+        """The exact projection of ``z`` (like ``x``) onto the set."""
+        if self.norm == "linf":
+            return torch.clamp(z, self.lo, self.hi)
+        if self.norm == "l2":
+            return project_l2_box(z, self.x, self.eps)
+        return project_l1_box(z, self.x, self.eps)
+
+    def keep(self, rows: Tensor) -> BallBox:
+        """The set of the rows ``rows`` (a ``[B]`` bool mask or indices) alone: an active set's shrinking."""
+        out = BallBox.__new__(BallBox)
+        out.x, out.norm, out.eps = self.x[rows], self.norm, self.eps[rows]
+        if self.norm == "linf":
+            out.lo, out.hi = self.lo[rows], self.hi[rows]
+        return out
 
 
 def project_lp_box(z: Tensor, x: Tensor, eps: float | Tensor, norm: str) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from cflight.methods.functional.ascent import (
     AFWResult, LossGrad, LossOnly, StopFn, _ActiveSet, _Best, _no_trace_with_stop, _stack_trace)
-from cflight.methods.functional.lp_geometry import NORMS, _radius, _rows, project_lp_box, steepest_ascent
+from cflight.methods.functional.lp_geometry import NORMS, BallBox, _radius, _rows, steepest_ascent
 
 __all__ = ["pgd"]
 
@@ -39,8 +39,8 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
     _no_trace_with_stop(record, stop)
     x = x.detach()
     b = x.shape[0]
-    eps64 = _radius(eps, b, x)
-    eta = (2.5 * eps64 / max(steps, 1) if step_size is None else _radius(step_size, b, x)).to(x.dtype)
+    ball = BallBox(x, eps, norm)
+    eta = (2.5 * ball.eps / max(steps, 1) if step_size is None else _radius(step_size, b, x)).to(x.dtype)
     x_cur = x.clone() if x_init is None else x_init.detach().clone()
     trace: dict[str, list[Tensor]] = {"loss": [], "iterates": []}
     best, loss0 = None, None
@@ -63,7 +63,7 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
             trace["loss"].append(loss.clone())
         keep = active.check(i, x_cur, loss, aux)
         if keep is not None:  # rows that reached leave; the rest carry on as if alone
-            x, eps64, eta, x_cur = x[keep], eps64[keep], eta[keep], x_cur[keep]
+            ball, eta, x_cur = ball.keep(keep), eta[keep], x_cur[keep]
             g = None if g is None else g[keep]
             if best is not None:
                 best.keep(keep)
@@ -71,7 +71,11 @@ def pgd(x: Tensor, loss_grad: LossGrad, eps: float | Tensor, norm: str = "l2", s
                 break
         if i == steps:
             break
-        x_cur = project_lp_box(x_cur + _rows(eta, x) * steepest_ascent(g, norm, l1_sparsity), x, eps64, norm)
+        if norm == "linf":  # η·sign(g) is exact (±η or 0): the fused form rounds as x + η·sign(g) does
+            z = torch.addcmul(x_cur, _rows(eta, x_cur), g.sign())
+        else:
+            z = x_cur + _rows(eta, x_cur) * steepest_ascent(g, norm, l1_sparsity)
+        x_cur = ball.project(z)
         if record:
             trace["iterates"].append(x_cur.clone())
     trace_out = _stack_trace(trace) if record else {}
