@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 from collections.abc import Sequence
 
 import torch
 
-from cflight.benchmark.runner import cpu_model
+from cflight.benchmark.runner import machine_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,18 +27,8 @@ def git_state() -> dict:
 
 
 def machine(device: torch.device | str | None = None) -> dict:
-    """CPU (model and the SIMD level torch's kernels use: two machines of one platform can train a network to
-    different floats), threads, torch and (on a GPU) the device's name and memory."""
-    info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
-    device = torch.device(device) if device is not None else None
-    if device is not None and device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), gpu_count=torch.cuda.device_count())
-    return info
+    """:func:`cflight.benchmark.runner.machine_info` (one record of the machine for every result)."""
+    return machine_info(device)
 
 
 def command(script: str, argv: Sequence[str] | None = None) -> str:

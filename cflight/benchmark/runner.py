@@ -217,6 +217,25 @@ def cpu_model() -> str | None:
         return None
 
 
+def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
+    """The machine a result was measured on: platform, CPU (model and the SIMD level torch's kernels use: two
+    machines of one platform can train a network to different floats), threads, torch, Python and (for a CUDA
+    ``device``, default: the first GPU if any) the GPU's name and memory. The one record of ``cflight
+    benchmark`` and of every ``benchmarks/results/*.json``."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__, "python": platform.python_version()}
+    device = torch.device(device) if device is not None else (torch.device("cuda") if torch.cuda.is_available()
+                                                              else None)
+    if device is not None and device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), gpu_count=torch.cuda.device_count())
+    return info
+
+
 def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``{"command", "git", "machine"}``: how to reproduce the run, from the repository root."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -230,14 +249,8 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
         state = {"commit": "unknown (no git repository)", "dirty": None}
-    machine = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-               "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
-               "python": platform.python_version(),
-               "load_average_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
-    if torch.cuda.is_available():
-        machine["gpu"] = torch.cuda.get_device_name(0)
+    machine = {**machine_info(), "load_average_1_5_15_at_end": (
+        [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None)}
     return {"command": " ".join(["cflight", *args]) if args else "cflight benchmark", "git": state,
             "machine": machine}
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cflight.viz.gallery import GalleryRow, to_uint8
+
+TITLE_LINES = 2  # a card's title wraps onto at most this many lines
 
 OK, FAIL, GREY, INK = (30, 130, 60), (190, 40, 40), (110, 110, 110), (20, 20, 20)
 
@@ -104,6 +106,7 @@ class _Layout:
     caption_lines: int
     note_lines: int
     style: CardStyle
+    title_lines: int = 1
 
     @property
     def line_height(self) -> int:
@@ -118,17 +121,30 @@ class _Layout:
     @property
     def height(self) -> int:
         s = self.style
-        return (2 * s.pad + s.line(s.title_size) + self.n_lines * self.line_height
+        return (2 * s.pad + self.title_lines * s.line(s.title_size) + self.n_lines * self.line_height
                 + self.note_lines * s.line(s.note_size))
+
+
+def title_lines(row: GalleryRow, style: CardStyle, inner: float, most: int = TITLE_LINES) -> list[str]:
+    """The card's title broken into at most ``most`` lines of ``inner`` pixels, room left for the tag (long
+    class names, "digit 3 → digit 8 (p 0.97)", stay readable); what does not fit ends in an ellipsis."""
+    f = font(style.title_size, True)
+    width = inner - (font(style.label_size).getlength(row.tag) + 8 if row.tag else 0)
+    lines = wrap(row.title, f, width)
+    if len(lines) > most:
+        lines = lines[:most - 1] + [fit(" ".join(lines[most - 1:]), f, width)]
+    return lines
 
 
 def _layout(rows: Sequence[GalleryRow], style: CardStyle) -> _Layout:
     sizes = [panel_image(p, style.panel).size for r in rows for p in r.panels[:1]]
     lines = [panel_lines(r) for r in rows]
-    return _Layout(max(len(line) for ls in lines for line in ls), max(len(ls) for ls in lines),
-                   max(w for w, _ in sizes), max(h for _, h in sizes),
-                   max((c.count("\n") + 1 for r in rows for c in r.captions if c), default=0),
-                   max((r.note.count("\n") + 1 for r in rows if r.note), default=0), style)
+    layout = _Layout(max(len(line) for ls in lines for line in ls), max(len(ls) for ls in lines),
+                     max(w for w, _ in sizes), max(h for _, h in sizes),
+                     max((c.count("\n") + 1 for r in rows for c in r.captions if c), default=0),
+                     max((r.note.count("\n") + 1 for r in rows if r.note), default=0), style)
+    inner = layout.width - 2 * style.pad
+    return replace(layout, title_lines=max(len(title_lines(r, style, inner)) for r in rows))
 
 
 def grid_columns(n: int, card_w: int, card_h: int, header_h: int = 0, margin: int = 10, aspect: float = 4 / 3,
@@ -158,13 +174,13 @@ def draw_card(row: GalleryRow, columns: Sequence[str], layout: _Layout) -> Image
     d.rectangle([0, 0, layout.width - 1, layout.height - 1], outline=border, width=2 if row.ok is not None else 1)
     inner = layout.width - 2 * s.pad
     y = s.pad
-    tag_w = font(s.label_size).getlength(row.tag) + 8 if row.tag else 0
     title_colour = OK if row.ok else FAIL if row.ok is not None else INK
-    d.text((s.pad, y), fit(row.title, font(s.title_size, True), inner - tag_w), fill=title_colour,
-           font=font(s.title_size, True))
     if row.tag:
         d.text((layout.width - s.pad, y + 2), row.tag, fill=GREY, font=font(s.label_size), anchor="ra")
-    y += s.line(s.title_size)
+    for line in title_lines(row, s, inner):
+        d.text((s.pad, y), line, fill=title_colour, font=font(s.title_size, True))
+        y += s.line(s.title_size)
+    y = s.pad + layout.title_lines * s.line(s.title_size)  # panels line up across cards
     for line in panel_lines(row):
         for slot, k in enumerate(line):
             if k is not None:

@@ -26,7 +26,7 @@ th.s{cursor:pointer;white-space:nowrap} th.s:hover{background:#ddd}
 tbody tr:nth-child(even){background:#f7f7f7}
 td.n{font-size:12px;font-variant-numeric:tabular-nums} td.x{font-size:11px;max-width:260px;text-align:left}
 .cap{font-size:11px;max-width:180px;margin:auto} .tag{font-size:11px;color:#777}
-.t{font-size:13px;text-align:left;min-width:170px;max-width:240px} .t>span{font-weight:bold;white-space:nowrap} .ok{color:#1e823c} .no{color:#be2828}
+.t{font-size:13px;text-align:left;min-width:170px;max-width:240px} .t>span{font-weight:bold;overflow-wrap:anywhere} .ok{color:#1e823c} .no{color:#be2828}
 img{image-rendering:pixelated} .notes span{display:inline-block;font-size:12px;margin:0 14px 4px 0}"""
 
 # Click a sortable header: rows ordered by the cells' data-v (numbers as numbers); a second click reverses.

@@ -24,3 +24,12 @@ def test_cpu_model_reads_proc_cpuinfo(tmp_path, monkeypatch):
     assert cpu_model() == "Example CPU @ 2.0GHz"
     monkeypatch.setattr(builtins, "open", lambda p, *a, **k: (_ for _ in ()).throw(OSError("no procfs")))
     assert cpu_model() is None
+
+
+def test_cflight_benchmark_and_the_benchmark_scripts_record_one_machine():
+    from cflight.benchmark.runner import provenance as job_provenance
+
+    rec = job_provenance(["benchmark", "-c", "x.yaml"])
+    assert rec["command"] == "cflight benchmark -c x.yaml"
+    assert {k: v for k, v in rec["machine"].items() if k != "load_average_1_5_15_at_end"} == machine()
+    assert machine()["omp_num_threads"] == __import__("os").environ.get("OMP_NUM_THREADS")

@@ -48,6 +48,25 @@ def test_gallery_is_a_grid_of_cards_not_a_column():
     assert wide.shape[0] <= 2 * wide.shape[1]
 
 
+def test_long_titles_wrap_onto_two_lines_instead_of_losing_the_class_names():
+    from cflight.viz.cards import CardStyle, title_lines
+
+    style, inner = CardStyle(), 300
+    long = GalleryRow([torch.rand(1, 8, 8)], [""], title="Pembroke Welsh corgi → Cardigan Welsh corgi p 0.93",
+                      tag="#12")
+    lines = title_lines(long, style, inner)
+    assert len(lines) == 2 and "…" not in "".join(lines) and " ".join(lines) == long.title
+    short = GalleryRow([torch.rand(1, 8, 8)], [""], title="7 → 9", tag="#1")
+    assert title_lines(short, style, inner) == ["7 → 9"]
+    huge = GalleryRow([torch.rand(1, 8, 8)], [""], title=" ".join(["longclassname"] * 12))
+    cut = title_lines(huge, style, inner)
+    assert len(cut) == 2 and cut[1].endswith("…")
+    # the card grows by one title line only when some title needs it, and the panels stay aligned
+    one = render_png([short] * 2, ["x"])
+    two = render_png([short, long], ["x"])
+    assert two.shape[0] > one.shape[0]
+
+
 def test_grid_columns_prefer_a_landscape_page():
     from cflight.viz.cards import grid_columns
 
