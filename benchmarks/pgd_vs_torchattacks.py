@@ -35,6 +35,8 @@ on one run of each library. Timing: runs of all variants interleaved ``--repeats
 each repeat (median, min–max; beside it the process-CPU time, which one thread makes nearly independent of
 other jobs on a shared machine, and the minor page faults of the call). ``extra_ms_per_step_vs_same_output``:
 the median milliseconds per step a cflight variant spends beyond ``torchattacks_and_predict``.
+``projection_ms_per_step``: what cflight's last-iterate PGD spends per step inside its projection onto ball ∩
+box (``BallBox.project`` timed in three extra calls, apart from the ratios).
 
 Page faults: on Linux/glibc the heap above the highest live block is given back to the system once more than
 the trim threshold is free (dynamically twice the largest freed large block, here ≈ 2 × 25.7 MB of conv
@@ -189,6 +191,27 @@ def extra_ms_per_step(meas: dict[str, dict[str, list]], variants: tuple[str, ...
     return {k: round(1000 * (statistics.median(meas[k]["wall"]) - peer) / steps, 4) for k in variants}
 
 
+def projection_ms_per_step(fn: Callable[[], Tensor], steps: int, calls: int = 3) -> float:
+    """Median wall milliseconds per step that one call of ``fn`` spends inside ``BallBox.project`` (the
+    projection onto ball ∩ box), over ``calls`` instrumented calls run apart from the timed ones."""
+    orig, spent = Fn.BallBox.project, []
+
+    def timed_project(self: Fn.BallBox, z: Tensor) -> Tensor:
+        t0 = time.perf_counter()
+        out = orig(self, z)
+        spent[-1] += time.perf_counter() - t0
+        return out
+
+    Fn.BallBox.project = timed_project
+    try:
+        for _ in range(calls):
+            spent.append(0.0)
+            fn()
+    finally:
+        Fn.BallBox.project = orig
+    return round(1000 * statistics.median(spent) / max(steps, 1), 4)
+
+
 def linear_model(seed: int = 0) -> nn.Module:
     """``--models linear``: a seeded ``Linear(784, 10)`` MNIST classifier, whose forward and backward cost
     almost nothing, so a call's time is the attack's own work (steps, projections, bookkeeping)."""
@@ -290,6 +313,8 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
             "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", variants),
             "speed_vs_torchattacks_same_output": speed(meas, "wall", variants, "torchattacks_and_predict"),
             "extra_ms_per_step_vs_same_output": extra_ms_per_step(meas, variants, steps),
+            "projection_ms_per_step": {"cflight_last": projection_ms_per_step(runners["cflight_last"],
+                                                                               steps)},
             "agreement_last_iterate": loss_agreement(losses["cflight_last"][0], losses["torchattacks"][0]),
             "mean_loss": {k: float(v[0].mean()) for k, v in losses.items()},
             "success_rate": {k: success_rate(v[1], labels, targeted) for k, v in losses.items()},

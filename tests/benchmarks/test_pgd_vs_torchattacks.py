@@ -68,6 +68,7 @@ def test_smoke_run_on_a_tiny_model():
         assert all(t["images_per_s"] > 0 for t in r["timing"].values())
         assert set(r["speed_vs_torchattacks_same_output"]) == set(r["speed_vs_torchattacks"])
         assert set(r["extra_ms_per_step_vs_same_output"]) == set(r["speed_vs_torchattacks"])
+    assert all(r["projection_ms_per_step"]["cflight_last"] > 0 for r in rows[:2])
 
 
 def test_extra_ms_per_step_on_constructed_timings():
@@ -90,3 +91,23 @@ def test_timed_runs_interleave_and_rotate_the_order():
     meas, outs = B.timed_runs(runners, 4, torch.device("cpu"))
     assert calls == list("abc" "bca" "cab" "abc")
     assert all(len(v["wall"]) == 4 for v in meas.values()) and set(outs) == set("abc")
+
+
+def test_projection_ms_per_step_times_the_projection_alone_and_restores_it(monkeypatch):
+    import time
+
+    from cflight.methods import functional as Fn
+
+    monkeypatch.setattr(Fn.BallBox, "project", lambda self, z: (time.sleep(0.01), z)[1])  # 10 ms a projection
+    before = Fn.BallBox.project
+    ball = Fn.BallBox(torch.zeros(2, 3), 0.1, "linf")
+
+    def attack():
+        for _ in range(4):  # 4 steps, each one projection, and other work beside it
+            ball.project(torch.zeros(2, 3))
+            time.sleep(0.03)
+        return torch.zeros(1)
+
+    ms = B.projection_ms_per_step(attack, steps=4, calls=2)
+    assert 9.5 <= ms < 30  # the projection's 10 ms a step, not the other 30 ms (all of it would be >= 40)
+    assert Fn.BallBox.project is before  # restored
