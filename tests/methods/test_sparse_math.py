@@ -214,9 +214,18 @@ def test_projection_feasible_idempotent_and_optimal(norm, p):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
-def test_ball_box_projects_as_project_lp_box_to_the_bit(norm, dtype):
-    """BallBox (one run's set, l∞ bounds precomputed) gives project_lp_box's numbers exactly, also for rows
-    kept by an active set, at zero radius and with the centre on the box's faces."""
+def test_ball_box_projects_as_before_to_the_bit(norm, dtype):
+    """BallBox (one run's set, l∞ bounds precomputed) gives the per-call projections' numbers exactly (l∞:
+    the clip to [x − ε, x + ε] then to [0, 1] it replaced), also for rows kept by an active set, at zero
+    radius and with the centre on the box's faces."""
+
+    def reference(z, x, eps):
+        if norm == "linf":
+            e = torch.as_tensor(eps, dtype=torch.float64).reshape(-1).expand(x.shape[0]).to(x.dtype)
+            e = e.reshape(-1, 1, 1, 1)
+            return torch.minimum(torch.maximum(z, x - e), x + e).clamp(0, 1)
+        return (Fn.project_l2_box if norm == "l2" else Fn.project_l1_box)(z, x, eps)
+
     g = torch.Generator().manual_seed(21)
     x = torch.rand(12, 1, 6, 6, generator=g, dtype=dtype)
     x[torch.rand(x.shape, generator=g) < 0.2] = 0.0
@@ -226,10 +235,13 @@ def test_ball_box_projects_as_project_lp_box_to_the_bit(norm, dtype):
     keep = torch.rand(12, generator=g) < 0.6
     for scale in (0.05, 0.5, 3.0):  # inside the ball, on its sphere, far outside (box faces)
         z = x + scale * torch.randn(x.shape, generator=g, dtype=dtype)
-        assert torch.equal(ball.project(z), Fn.project_lp_box(z, x, eps, norm))
-        kept = Fn.project_lp_box(z[keep], x[keep], eps[keep], norm)
+        assert torch.equal(ball.project(z), reference(z, x, eps))
+        assert torch.equal(Fn.project_lp_box(z, x, eps, norm), reference(z, x, eps))
+        kept = reference(z[keep], x[keep], eps[keep])
         assert torch.equal(ball.keep(keep).project(z[keep]), kept)
-    assert torch.equal(Fn.BallBox(x, 0.3, norm).project(z), Fn.project_lp_box(z, x, 0.3, norm))
+    assert torch.equal(Fn.BallBox(x, 0.3, norm).project(z), reference(z, x, 0.3))
+    if norm == "linf":
+        assert torch.equal(Fn.project_linf_box(z, x, eps), reference(z, x, eps))
     with pytest.raises(ValueError, match="unknown norm"):
         Fn.BallBox(x, 0.3, "l3")
     with pytest.raises(ValueError, match="eps"):

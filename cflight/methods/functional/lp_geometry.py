@@ -185,10 +185,17 @@ def _lmo_point(x: Tensor, w: Tensor, eps: float | Tensor, p: float) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------ projections
+def _linf_bounds(x: Tensor, eps64: Tensor) -> tuple[Tensor, Tensor]:
+    """``[max(x − ε, 0), min(x + ε, 1)]`` per coordinate: ``{‖z − x‖_∞ ≤ ε} ∩ [0,1]^d`` (clipping to
+    ``[x − ε, x + ε]`` then to ``[0, 1]`` is clipping to their intersection, which holds ``x``); ``eps64``
+    float64 ``[B]``."""
+    e = _rows(eps64.to(x.dtype), x)
+    return (x - e).clamp_min(0), (x + e).clamp_max(1)
+
+
 def project_linf_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     """Projection of ``z`` onto ``{‖z − x‖_∞ ≤ ε} ∩ [0,1]^d`` (exact: coordinate-wise clipping)."""
-    e = _rows(_radius(eps, x.shape[0], x).to(x.dtype), x)
-    return torch.minimum(torch.maximum(z, x - e), x + e).clamp(0, 1)
+    return torch.clamp(z, *_linf_bounds(x, _radius(eps, x.shape[0], x)))
 
 
 def _step_in_box(z: Tensor, x: Tensor, eps: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -319,9 +326,7 @@ class BallBox:
     """The feasible set ``B_norm(x, ε) ∩ [0,1]^d`` of one ascent run, for projecting onto it at every step.
 
     What all of a run's projections share is computed once: the radii (validated once, not per step) and, for
-    l∞, the per-coordinate interval ``[max(x − ε, 0), min(x + ε, 1)]``, so each l∞ projection is one clamp
-    instead of five passes (the same numbers to the bit as :func:`project_linf_box`: clipping to ``[x − ε, x +
-    ε]`` then to ``[0, 1]`` is clipping to their intersection, which holds ``x``). l2 / l1 call
+    l∞, the per-coordinate interval :func:`_linf_bounds`, so each l∞ projection is one clamp. l2 / l1 call
     :func:`project_l2_box` / :func:`project_l1_box`. ``x`` ``[B, ...]``, ``eps`` a scalar or ``[B]``.
     """
 
@@ -331,8 +336,7 @@ class BallBox:
         self.x, self.norm = x, norm
         self.eps = _radius(eps, x.shape[0], x)  # float64 [B]
         if norm == "linf":
-            e = _rows(self.eps.to(x.dtype), x)
-            self.lo, self.hi = (x - e).clamp_min(0), (x + e).clamp_max(1)
+            self.lo, self.hi = _linf_bounds(x, self.eps)
 
     def project(self, z: Tensor) -> Tensor:
         """The exact projection of ``z`` (like ``x``) onto the set."""
@@ -352,14 +356,9 @@ class BallBox:
 
 
 def project_lp_box(z: Tensor, x: Tensor, eps: float | Tensor, norm: str) -> Tensor:
-    """Projection onto ``B_norm(x, ε) ∩ [0,1]^d`` for ``norm`` in ``("linf", "l2", "l1")``."""
-    if norm == "linf":
-        return project_linf_box(z, x, eps)
-    if norm == "l2":
-        return project_l2_box(z, x, eps)
-    if norm == "l1":
-        return project_l1_box(z, x, eps)
-    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    """Projection onto ``B_norm(x, ε) ∩ [0,1]^d`` for ``norm`` in ``("linf", "l2", "l1")`` (a one-off
+    :class:`BallBox`)."""
+    return BallBox(x, eps, norm).project(z)
 
 
 def steepest_ascent(g: Tensor, norm: str, sparsity: float | Tensor = 0.01) -> Tensor:
