@@ -177,10 +177,9 @@ def draw_card(row: GalleryRow, columns: Sequence[str], layout: _Layout) -> Image
     title_colour = OK if row.ok else FAIL if row.ok is not None else INK
     if row.tag:
         d.text((layout.width - s.pad, y + 2), row.tag, fill=GREY, font=font(s.label_size), anchor="ra")
-    for line in title_lines(row, s, inner):
-        d.text((s.pad, y), line, fill=title_colour, font=font(s.title_size, True))
-        y += s.line(s.title_size)
-    y = s.pad + layout.title_lines * s.line(s.title_size)  # panels line up across cards
+    for j, line in enumerate(title_lines(row, s, inner)):
+        d.text((s.pad, y + j * s.line(s.title_size)), line, fill=title_colour, font=font(s.title_size, True))
+    y += layout.title_lines * s.line(s.title_size)  # the layout's title height: panels line up across cards
     for line in panel_lines(row):
         for slot, k in enumerate(line):
             if k is not None:
