@@ -127,3 +127,23 @@ def test_several_values_config_on_the_shipped_regressor(tmp_path, monkeypatch) -
         assert key in metrics, key
     for name in ("gallery.png", "difference_by_target.png", "results.csv"):
         assert (out / name).is_file(), name
+
+
+def test_shipped_regressor_refuses_targets_outside_its_training_range(tmp_path, monkeypatch, capsys) -> None:
+    """The shipped squares regressor records the range of its training targets ([0, 1]); a job asking for
+    a value beyond it (by more than δ) stops with one line naming the value and the range, writing nothing."""
+    reg = load_net(os.path.join(ROOT, "checkpoints", "squares_regressor.pt"), "regressor")
+    assert reg.target_range == (0.0, 1.0)
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "job"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "-c", "configs/explain/svce_squares_several_values.yaml",
+              "--model.init_args.target_policy.init_args.values=[0.4, 1.2]",
+              "--data.init_args.predict_limit=2", f"--trainer.callbacks.init_args.output_dir={out}",
+              f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert exc.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("cflight: error: regression target 1.2 lies outside the range"), line
+    assert "[0, 1]" in line, line
+    assert not out.exists() or not os.listdir(out)
