@@ -16,6 +16,11 @@ each library's own per-step work; ``LINEAR_REPEATS``× the repeats, its calls ta
   iterate, the like-for-like algorithm whose losses are compared) and its default ``keep_best=True``.
   cflight's l2 projection is the exact one onto ball ∩ box, torchattacks' rescales then clips (a feasible
   point, not the nearest): the l2 iterates agree while the box does not cut the step.
+* Targeted cases also run cflight with ``early_stop=True`` (``cflight_early_stop``): each image stops at its
+  first iterate with ``p(target) ≥ 0.5``, a counterfactual's stopping rule, which torchattacks does not have.
+  Not the same output (a stopped image is an earlier, closer iterate), so it stays out of the same-output
+  ratios: ``early_stop_vs_torchattacks`` sets its time, success rate, mean distance to the image
+  (``mean_distance``, in the case's norm, for every variant) and evaluations beside the peer's full run.
 * APGD l∞ (CE, ε 0.3, 100 steps, ρ 0.75, one restart): torchattacks' ``APGD`` (public call, timed) against
   cflight's ``APGD`` (its own random start, timed). Losses are compared on the same start: torchattacks'
   ``attack_single_run`` after its seed, and ``cflight.methods.functional.apgd`` from that very start (the
@@ -55,6 +60,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import resource
 import statistics
@@ -86,6 +92,7 @@ PGD_CASES = (  # (name, norm, eps, step size, steps, targeted)
 APGD_CASE = dict(norm="linf", eps=0.3, steps=100, rho=0.75)
 APGD_NAME = "apgd_linf"
 LINEAR = "linear"
+EARLY_STOP = "cflight_early_stop"  # targeted cases only: not the same output (see early_stop_vs_torchattacks)
 MODELS = ("checkpoints/mnist_robust.pt", "checkpoints/mnist_classifier.pt", LINEAR)
 LINEAR_REPEATS = 10  # × --repeats for the linear model, whose calls take milliseconds
 RTOL, ATOL = 1e-4, 1e-6
@@ -120,6 +127,25 @@ def success_rate(pred_adv: Tensor, labels: Tensor, targeted: bool) -> float:
     """Share of images whose adversarial prediction is the target (targeted) or left the clean class."""
     hit = pred_adv == labels if targeted else pred_adv != labels
     return float(hit.double().mean())
+
+
+def mean_distance(adv: Tensor, x: Tensor, norm: str) -> float:
+    """Mean ``‖adv − x‖`` per image in the attack's norm (``linf``, ``l2`` or ``l1``)."""
+    p = {"linf": math.inf, "l2": 2.0, "l1": 1.0}[norm]
+    return float(torch.linalg.vector_norm((adv - x).flatten(1).double(), ord=p, dim=1).mean())
+
+
+def early_stop_row(row: dict, meas: dict[str, dict[str, list]]) -> dict:
+    """What a counterfactual job gains from stopping each image at its target (``EARLY_STOP``) against the
+    peer's full run: speed against ``torchattacks_and_predict``, success rates, mean distances and model
+    evaluations side by side (not the same output: a stopped image is an earlier, closer iterate)."""
+    pair = ("torchattacks_and_predict", EARLY_STOP)
+    return {"speed_vs_torchattacks_same_images": speed(meas, "wall", (EARLY_STOP,), pair[0])[EARLY_STOP],
+            "success_rate": {k: row["success_rate"][k] for k in pair},
+            "mean_distance": {k: row["mean_distance"][k] for k in pair},
+            "evaluations_per_image": {k: row["evaluations_per_image"][k] for k in pair},
+            "note": "not the same output: cflight's early_stop=True returns each image at its first iterate "
+                    "with p(target) >= 0.5 (the counterfactual's stopping rule), torchattacks its last"}
 
 
 def minor_faults() -> int:
@@ -264,14 +290,17 @@ def pgd_runners(model: nn.Module, x: Tensor, logits: Tensor, labels: Tensor, nor
     objective = "log_conf" if targeted else "ce"
     index = torch.arange(x.shape[0], device=x.device)
 
-    def cflight(keep_best: bool) -> Callable[[], Tensor]:
+    def cflight(keep_best: bool, early_stop: bool = False) -> Callable[[], Tensor]:
         method = PGD(eps=eps, norm=norm, steps=steps, step_size=alpha, random_start=False,
-                     objective=objective, keep_best=keep_best)
+                     objective=objective, keep_best=keep_best, early_stop=early_stop)
         return lambda: method(x, target, model, index=index, pred=logits).x_cf
 
-    return {"torchattacks": lambda: atk(x, labels),
-            "torchattacks_and_predict": and_predict(model, atk, x, labels),
-            "cflight_last": cflight(False), "cflight_best": cflight(True)}
+    runners = {"torchattacks": lambda: atk(x, labels),
+               "torchattacks_and_predict": and_predict(model, atk, x, labels),
+               "cflight_last": cflight(False), "cflight_best": cflight(True)}
+    if targeted:  # a counterfactual's own stopping rule: each image stops once p(target) >= 0.5
+        runners[EARLY_STOP] = cflight(False, early_stop=True)
+    return runners
 
 
 def apgd_start(x: Tensor, eps: float, seed: int) -> Tensor:
@@ -318,8 +347,11 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
             "agreement_last_iterate": loss_agreement(losses["cflight_last"][0], losses["torchattacks"][0]),
             "mean_loss": {k: float(v[0].mean()) for k, v in losses.items()},
             "success_rate": {k: success_rate(v[1], labels, targeted) for k, v in losses.items()},
+            "mean_distance": {k: mean_distance(v, x, norm) for k, v in outs.items()},
             "evaluations_per_image": evals,
         })
+        if EARLY_STOP in runners:
+            rows[-1]["early_stop_vs_torchattacks"] = early_stop_row(rows[-1], meas)
         print(json.dumps({"model": path, "case": name, "speed": rows[-1]["speed_vs_torchattacks"],
                           "same_output": rows[-1]["speed_vs_torchattacks_same_output"],
                           "share_within_tol": rows[-1]["agreement_last_iterate"]["share_within_tol"]}),

@@ -69,6 +69,38 @@ def test_smoke_run_on_a_tiny_model():
         assert set(r["speed_vs_torchattacks_same_output"]) == set(r["speed_vs_torchattacks"])
         assert set(r["extra_ms_per_step_vs_same_output"]) == set(r["speed_vs_torchattacks"])
     assert all(r["projection_ms_per_step"]["cflight_last"] > 0 for r in rows[:2])
+    # the counterfactual's stopping rule runs on targeted cases only, beside (not in) the same-output ratios
+    assert "early_stop_vs_torchattacks" not in linf and B.EARLY_STOP not in linf["timing"]
+    early = rows[1]["early_stop_vs_torchattacks"]
+    pair = {"torchattacks_and_predict", B.EARLY_STOP}
+    assert set(early["success_rate"]) == set(early["mean_distance"]) == pair
+    stopped = early["evaluations_per_image"][B.EARLY_STOP]
+    assert stopped["forward"] <= 4.0 and stopped["backward"] <= 3.0  # never more than the full run
+    assert early["speed_vs_torchattacks_same_images"] > 0
+    assert B.EARLY_STOP not in rows[1]["speed_vs_torchattacks_same_output"]
+
+
+def test_mean_distance_in_each_norm():
+    x = torch.zeros(2, 1, 2, 2)
+    adv = x.clone()
+    adv[0, 0, 0, 0], adv[0, 0, 1, 1] = 0.3, -0.4  # image 0: l∞ 0.4, l2 0.5, l1 0.7; image 1 unchanged
+    assert B.mean_distance(adv, x, "linf") == pytest.approx(0.2)
+    assert B.mean_distance(adv, x, "l2") == pytest.approx(0.25)
+    assert B.mean_distance(adv, x, "l1") == pytest.approx(0.35)
+
+
+def test_early_stop_row_pairs_the_peer_and_the_stopped_run():
+    row = {"success_rate": {"torchattacks_and_predict": 0.5, B.EARLY_STOP: 0.75, "cflight_last": 0.5},
+           "mean_distance": {"torchattacks_and_predict": 2.0, B.EARLY_STOP: 1.0, "cflight_last": 2.0},
+           "evaluations_per_image": {"torchattacks_and_predict": {"forward": 21.0, "backward": 20.0},
+                                     B.EARLY_STOP: {"forward": 8.0, "backward": 7.0},
+                                     "cflight_last": {"forward": 21.0, "backward": 20.0}}}
+    meas = {"torchattacks_and_predict": {"wall": [2.0, 3.0, 2.2]}, B.EARLY_STOP: {"wall": [1.0, 1.1, 0.9]}}
+    out = B.early_stop_row(row, meas)
+    assert out["speed_vs_torchattacks_same_images"] == 2.2  # medians 2.2 / 1.0
+    assert out["success_rate"] == {"torchattacks_and_predict": 0.5, B.EARLY_STOP: 0.75}
+    assert out["evaluations_per_image"][B.EARLY_STOP] == {"forward": 8.0, "backward": 7.0}
+    assert "not the same output" in out["note"]
 
 
 def test_extra_ms_per_step_on_constructed_timings():
