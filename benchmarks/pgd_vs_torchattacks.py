@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import math
 import os
 import resource
 import statistics
@@ -131,8 +130,7 @@ def success_rate(pred_adv: Tensor, labels: Tensor, targeted: bool) -> float:
 
 def mean_distance(adv: Tensor, x: Tensor, norm: str) -> float:
     """Mean ``‖adv − x‖`` per image in the attack's norm (``linf``, ``l2`` or ``l1``)."""
-    p = {"linf": math.inf, "l2": 2.0, "l1": 1.0}[norm]
-    return float(torch.linalg.vector_norm((adv - x).flatten(1).double(), ord=p, dim=1).mean())
+    return float(Fn.lp_norm((adv - x).double(), Fn.NORM_P[norm]).mean())
 
 
 def early_stop_row(row: dict, meas: dict[str, dict[str, list]]) -> dict:

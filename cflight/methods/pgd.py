@@ -86,7 +86,7 @@ class _PixelAttack(CounterfactualMethod):
         assert best is not None and best.aux is not None
         return CounterfactualOutput(
             x_cf=best.x, pred=pred, pred_cf=best.aux, success=reached(best.aux, target), steps=steps,
-            extras={"loss": best.loss, "distance": Fn.lp_norm(best.x - x, {"linf": math.inf, "l2": 2, "l1": 1}[self.norm])},
+            extras={"loss": best.loss, "distance": Fn.lp_norm(best.x - x, Fn.NORM_P[self.norm])},
         )
 
 

@@ -31,10 +31,11 @@ from torch import Tensor
 
 from cflight.methods.functional.row_sort import _sort_rows
 
-__all__ = ["NORMS", "BallBox", "lp_box_lmo", "lp_norm", "project_l1_box", "project_l2_box",
+__all__ = ["NORMS", "NORM_P", "BallBox", "lp_box_lmo", "lp_norm", "project_l1_box", "project_l2_box",
            "project_linf_box", "project_lp_box", "random_start", "steepest_ascent", "transfer_radius"]
 
 NORMS = ("linf", "l2", "l1")
+NORM_P = {"linf": math.inf, "l2": 2.0, "l1": 1.0}  # each norm's p, for lp_norm
 
 
 # ----------------------------------------------------------------------------------------------- helpers
