@@ -94,24 +94,33 @@ def check_target(target: ClassTarget | RegressionTarget, pred: Tensor) -> None:
         raise TypeError(f"target must be a ClassTarget or RegressionTarget, got {type(target).__name__}")
 
 
+def outside_target_range(values: Tensor, model: nn.Module, tolerance: float | Tensor = 0.0) -> Tensor:
+    """``[N]`` bool: the regression targets ``values`` lying outside ``model.target_range`` (the range of its
+    training targets) by more than ``tolerance`` (δ, a scalar or ``[N]``). All false for a model without a
+    recorded range; non-finite values are never flagged."""
+    v = values.detach().reshape(-1).float()
+    trained = getattr(model, "target_range", None)
+    if trained is None:
+        return torch.zeros_like(v, dtype=torch.bool)
+    tol = torch.as_tensor(tolerance, dtype=v.dtype, device=v.device).reshape(-1)
+    lo, hi = float(trained[0]), float(trained[1])
+    return torch.isfinite(v) & ((v < lo - tol) | (v > hi + tol))
+
+
 def check_target_range(values: Tensor, model: nn.Module, tolerance: float = 0.0, name: str = "model") -> None:
     """Refuse regression targets outside the range of targets ``model`` was trained on.
 
     A regressor records ``target_range = (min, max)`` of its training targets (``RegressorModule``; kept in
     exported files' metadata). A counterfactual toward a value it never saw asks where the regressor
-    extrapolates: its answer there says nothing about the data, so the job refuses (one line) instead of
-    warning. Models without a recorded range (published files, older exports) are not checked.
+    extrapolates: its answer there says nothing about the data, so a job whose configured values lie outside
+    refuses (one line) before any work instead of warning; per-image targets a policy derives are checked by
+    :func:`outside_target_range` and those images skipped. Models without a recorded range (published files,
+    older exports) are not checked.
     """
-    trained = getattr(model, "target_range", None)
-    if trained is None:
-        return
-    v = values.detach().reshape(-1).float()
-    v = v[torch.isfinite(v)]
-    if not len(v):
-        return
-    lo, hi = float(trained[0]), float(trained[1])
-    bad = (v < lo - tolerance) | (v > hi + tolerance)
+    bad = outside_target_range(values, model, tolerance)
     if bool(bad.any()):
-        raise BadInputError(f"regression target {float(v[bad][0]):.4g} lies outside the range the {name} was "
+        lo, hi = (float(v) for v in model.target_range)
+        value = float(values.detach().reshape(-1).float()[bad.to(values.device)][0])
+        raise BadInputError(f"regression target {value:.4g} lies outside the range the {name} was "
                             f"trained on [{lo:.4g}, {hi:.4g}] (± tolerance {tolerance:.3g}); choose target values "
                             "inside it: beyond it the regressor extrapolates")

@@ -19,7 +19,7 @@ from cflight.metrics.distances import image_distances
 from cflight.models.registry import load_net
 from cflight.targets import RECONSTRUCTION_LOGITS, FixedClass, SecondMostLikely, TargetPolicy
 from cflight.types import IMAGE, INDEX, LABEL, MASK, READABLE, CounterfactualOutput, RegressionTarget, Target
-from cflight.validation import check_images, check_model_input, check_target_range
+from cflight.validation import check_images, check_model_input, check_target_range, outside_target_range
 
 
 class ExplainModule(LightningModule):
@@ -63,7 +63,8 @@ class ExplainModule(LightningModule):
             :func:`~cflight.attribution.global_rows`): ``"valid"`` (default: valid counterfactuals without a
             zero gradient), ``"nonzero_grad"`` (the reference's rule) or ``"all"``.
 
-    Skipped rows (the policy's ``keep`` is False, or the reconstruction filter drops them) never reach the
+    Skipped rows (the policy's ``keep`` is False, the reconstruction filter drops them, or a regression target
+    the policy derived for the image lies outside the model's ``target_range``) never reach the
     method nor the writer; :attr:`skipped` counts them per reason on this process and
     :meth:`skipped_counts` sums them over processes (logged as ``explain/skipped/<reason>`` at the end).
 
@@ -276,9 +277,9 @@ class ExplainModule(LightningModule):
         if recon_logits is not None:
             sub[RECONSTRUCTION_LOGITS] = recon_logits
         target, keep = self.target_policy(logits, sub)
-        if isinstance(target, RegressionTarget):  # targets derived per image (e.g. the squares mirror)
-            check_target_range(target.value[keep.to(target.value.device)], self.model,
-                               float(torch.as_tensor(target.tolerance).max()))
+        beyond = None  # targets a policy derives per image (the configured values were checked at the start)
+        if isinstance(target, RegressionTarget):
+            beyond = outside_target_range(target.value, self.model, target.tolerance)
         faithful = self._faithful(logits, recon_logits, sub)
         k = self.target_policy.targets_per_image
         if k > 1:  # each image toward each of its k targets: rows image-major, keyed by (index, slot)
@@ -287,6 +288,10 @@ class ExplainModule(LightningModule):
             faithful = None if faithful is None else faithful.repeat_interleave(k)
         keep = keep.to(index.device)
         self._skip("policy", ~keep)
+        if beyond is not None:  # counted among the rows the policy kept: that image alone is not explained
+            beyond = beyond.to(keep.device) & keep
+            self._skip("target_out_of_range", beyond)
+            keep = keep & ~beyond
         if faithful is not None:  # counted among the rows the policy kept
             faithful = faithful.to(keep.device)
             self._skip("unfaithful_reconstruction", keep & ~faithful)
@@ -381,8 +386,11 @@ class ExplainModule(LightningModule):
         return {"descriptors_before": before, "descriptor_delta": descriptor_change(before, after)}
 
 
-SKIP_REASONS = {"policy": "the target policy skipped them, e.g. already at the target or no pair for their class",
-                "unfaithful_reconstruction": "the reconstruction is classified otherwise, reconstruction_filter"}
+SKIP_REASONS = {  # reason → why those rows were not explained (the job's closing line)
+    "policy": "the target policy skipped them, e.g. already at the target or no pair for their class",
+    "unfaithful_reconstruction": "the reconstruction is classified otherwise, reconstruction_filter",
+    "target_out_of_range": "their regression target is outside the model's training range",
+}
 
 
 def _classes(logits: Tensor) -> Tensor:
