@@ -15,8 +15,8 @@ values, with a :class:`RegressionTarget`); ``out`` is a :class:`CounterfactualOu
 Names exported here, by group (each is also importable from the submodule named in brackets):
 
 * methods [``cflight.methods``]: :class:`CounterfactualMethod` (the base), :class:`LatentAttack`,
-  :class:`DVCE`, :class:`SparseAFW` (SVCE), :class:`PGD`, :class:`APGD`, :class:`ACE`, :class:`ACRE`,
-  :class:`DiffAERE`, :class:`InterFaceGANEdit`, :class:`MethodComparison`;
+  :class:`DVCE`, :class:`DiME`, :class:`SparseAFW` (SVCE), :class:`PGD`, :class:`APGD`, :class:`ACE`,
+  :class:`ACRE`, :class:`DiffAERE`, :class:`InterFaceGANEdit`, :class:`MethodComparison`;
 * targets and outputs [``cflight.types``]: :class:`ClassTarget`, :class:`RegressionTarget`,
   :class:`CounterfactualOutput`;
 * target policies, what a job explains each image toward [``cflight.targets``]: :class:`TargetPolicy`,
@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "CounterfactualMethod": "cflight.methods",
     "LatentAttack": "cflight.methods",
     "DVCE": "cflight.methods",
+    "DiME": "cflight.methods",
     "SparseAFW": "cflight.methods",
     "PGD": "cflight.methods",
     "APGD": "cflight.methods",
@@ -126,8 +127,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from cflight.attribution import GlobalAttribution
     from cflight.lit import CounterfactualWriter, ExplainModule
     from cflight.lit.export import export_checkpoint
-    from cflight.methods import (ACE, ACRE, APGD, DVCE, PGD, CounterfactualMethod, DiffAERE, InterFaceGANEdit,
-                                 LatentAttack, MethodComparison, SparseAFW)
+    from cflight.methods import (ACE, ACRE, APGD, DVCE, PGD, CounterfactualMethod, DiffAERE, DiME,
+                                 InterFaceGANEdit, LatentAttack, MethodComparison, SparseAFW)
     from cflight.metrics import (COUT, MNAC, FrechetDistance, ImageDistances, KernelDistance, OracleValidity,
                                  RegressionSuccess, Validity)
     from cflight.models.acceleration import Acceleration

@@ -62,6 +62,9 @@ class Stream(IntEnum):
     SFID_FOLD = 14  # sFID: fold of an image in split ``step``
     KID_CAP = 15  # KID: priority of an image for the bounded feature store
     KID_SUBSET = 16  # KID: subset draws
+    DIME_START = 17  # DiME: noise of z_τ = q(x_τ | x_0)
+    DIME_STEP = 18  # DiME: guided chain noise; step = scale number·τ + t
+    DIME_CLEAN = 19  # DiME: clean-estimate chain noise; step = (scale number·τ + t)·τ + t'
 
 
 def _mulhilo(a: Tensor, m: int) -> tuple[Tensor, Tensor]:

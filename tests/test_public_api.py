@@ -42,7 +42,7 @@ def tiny_decoder() -> nn.Module:
 def test_all_names_resolve() -> None:
     for name in cflight.__all__:
         assert getattr(cflight, name) is not None, name
-    for name in ("LatentAttack", "DVCE", "SparseAFW", "PGD", "APGD", "ACE", "ACRE", "DiffAERE", "ClassTarget",
+    for name in ("LatentAttack", "DVCE", "DiME", "SparseAFW", "PGD", "APGD", "ACE", "ACRE", "DiffAERE", "ClassTarget",
                  "RegressionTarget", "CounterfactualOutput", "load_net", "load_guided_diffusion",
                  "ExplainModule", "CounterfactualWriter", "SeveralValues", "Validity", "LatentGenerator", "export_checkpoint"):
         assert name in cflight.__all__, name

@@ -100,6 +100,7 @@ def test_main_job_on_shipped_checkpoints(tmp_path, monkeypatch, capsys) -> None:
     ("configs/explain/svce_mnist.yaml", 16, 0.8),
     ("configs/explain/dvce_cone_mnist.yaml", 8, 0.75),
     ("configs/explain/latent_attack_gan_mnist.yaml", 8, 0.75),
+    ("configs/explain/dime_mnist.yaml", 8, 0.75),
 ])
 def test_explain_config_on_shipped_checkpoints(config, limit, min_validity, tmp_path, monkeypatch) -> None:
     """Each shipped explain config, on its first ``limit`` images: outputs written, most targets reached."""
