@@ -100,7 +100,7 @@ def test_mnist_config_builds_every_method_on_the_shipped_checkpoints(monkeypatch
     cfg = load_config("configs/benchmark/mnist_all_methods.yaml")
     assert cfg.data["init_args"]["predict_limit"] == 128
     names = [m["name"] for m in cfg.methods]
-    assert names == ["latent_attack_vae", "latent_attack_gan", "dvce_cone", "svce", "pgd_l2", "apgd_l2"]
+    assert names == ["latent_attack_vae", "latent_attack_gan", "dvce_cone", "dime", "svce", "pgd_l2", "apgd_l2"]
     for entry in cfg.methods:
         assert isinstance(instantiate(entry["method"]), CounterfactualMethod), entry["name"]
     assert cfg.module["model"] == "checkpoints/mnist_classifier.pt" and cfg.module["oracle"] == "checkpoints/mnist_oracle.pt"
