@@ -125,22 +125,24 @@ class DiME(CounterfactualMethod):
             return (out[:, 0] - target.value.to(out.dtype)) ** 2
         return -target.direction.to(out.dtype) * Fn.class_score(out, target.classes, self.objective)
 
+    @property
+    def uses_perceptual(self) -> bool:
+        return self.perceptual is not None and self.perceptual_lambda > 0
+
     def guidance(self, z: Tensor, x_hat: Tensor, x0: Tensor, t: int, scale: float,
-                 target: ClassTarget | RegressionTarget, model: nn.Module) -> Tensor:
-        """``g`` at respaced index ``t`` (diffusion space, like ``z``): the step moves the mean by −Σ⊙g."""
-        inv_sqrt_abar = self.diffusion._extract("sqrt_recip_alphas_cumprod", self.diffusion.index(
-            t, z.shape[0], z.device), z)  # 1/√ᾱ_t: the reference's shortcut from x̂ to z
+                 target: ClassTarget | RegressionTarget, model: nn.Module,
+                 ref: Tensor | None = None) -> Tensor:
+        """``g`` at respaced index ``t`` (diffusion space, like ``z``): the step moves the mean by −Σ⊙g.
+        ``ref``: the perceptual features φ(x) of the originals (with ``perceptual``)."""
+        inv_sqrt_abar = float(self.diffusion.sqrt_recip_alphas_cumprod[t])  # 1/√ᾱ_t: the shortcut x̂ → z
         g = torch.zeros_like(z)
-        if scale > 0 or (self.perceptual is not None and self.perceptual_lambda > 0):
+        if scale > 0 or self.uses_perceptual:
             xh = x_hat.detach().requires_grad_(True)
             loss = xh.new_zeros(())
             if scale > 0:
                 loss = loss + scale * self.class_loss(model(_image(xh)), target).sum()
-            if self.perceptual is not None and self.perceptual_lambda > 0:
-                feats = self.perceptual(_image(xh))
-                with torch.no_grad():
-                    ref = self.perceptual(from_diffusion(x0))
-                per_sample = (feats - ref).pow(2).flatten(1).mean(1)
+            if self.uses_perceptual:
+                per_sample = (self.perceptual(_image(xh)) - ref).pow(2).flatten(1).mean(1)
                 loss = loss + self.perceptual_lambda * per_sample.sum()
             (grad,) = torch.autograd.grad(loss, xh)
             g = g + grad * inv_sqrt_abar
@@ -166,12 +168,16 @@ class DiME(CounterfactualMethod):
               model: nn.Module, index: Tensor) -> Tensor:
         """One guided chain of scale number ``k`` from ``z = z_τ``: the counterfactual in diffusion space."""
         diff, x_hat = self.diffusion, x0
+        ref = None
+        if self.uses_perceptual:
+            with torch.no_grad():
+                ref = self.perceptual(from_diffusion(x0))
         for t in range(self.start_step - 1, -1, -1):
             step = k * self.start_step + t
             with torch.no_grad():
                 eps, v = diff.model_output(self.denoiser, z, t)
                 out = diff.p_mean_variance(z, t, eps, v, clip_denoised=True)
-            g = self.guidance(z, x_hat, x0, t, scale, target, model)
+            g = self.guidance(z, x_hat, x0, t, scale, target, model, ref)
             noise = self.noise(z, index, Stream.DIME_STEP, step) if t > 0 else torch.zeros_like(z)
             z = diff.p_sample_step(out, t, noise, shift=-g).detach()
             if t > 0:
