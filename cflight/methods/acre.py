@@ -10,12 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
-from cflight.methods.base import CounterfactualMethod
+from cflight.methods.base import CounterfactualMethod, denoiser_and_diffusion
 from cflight.methods.early_stop import FrozenSamples
 from cflight.models.acceleration import Acceleration
-from cflight.models.generative.diffusion import GaussianDiffusion, from_diffusion, to_diffusion
-from cflight.models.generative.training_schedule import resolve_schedule
-from cflight.models.registry import load_net
+from cflight.models.generative.diffusion import from_diffusion, to_diffusion
 from cflight.rng import Stream, per_sample_normal
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
@@ -86,10 +84,8 @@ class ACRE(CounterfactualMethod):
                  acceleration: Acceleration | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
         name = type(self).__name__
-        if isinstance(denoiser, str):
-            denoiser = load_net(denoiser, expected_kind="denoiser")
-        num_timesteps, schedule = resolve_schedule(denoiser, num_timesteps, schedule, name)
-        self.diffusion = GaussianDiffusion(num_timesteps, schedule, timestep_respacing, fixed_variance)
+        denoiser, self.diffusion = denoiser_and_diffusion(denoiser, num_timesteps, schedule,
+                                                          timestep_respacing, fixed_variance, name)
         k = self.diffusion.num_steps
         if not 0 < sampling_time_fraction <= 1 or int(sampling_time_fraction * k) < 1:
             raise ValueError(f"sampling_time_fraction must be in (0, 1] with int(fraction * {k}) >= 1, "

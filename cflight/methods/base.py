@@ -9,10 +9,24 @@ import torch
 from torch import Tensor, nn
 
 from cflight.models.acceleration import Acceleration, accelerate
+from cflight.models.generative.diffusion import GaussianDiffusion
+from cflight.models.generative.training_schedule import resolve_schedule
+from cflight.models.registry import load_net
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_images, check_model_input, check_target
 
 Target = ClassTarget | RegressionTarget
+
+
+def denoiser_and_diffusion(denoiser: nn.Module | str, num_timesteps: int | None, schedule: str | None,
+                           timestep_respacing: str | int | None, fixed_variance: str,
+                           method: str) -> tuple[nn.Module, GaussianDiffusion]:
+    """A diffusion method's denoiser (loaded when given as a path) and its respaced sampler, on the schedule
+    the denoiser was trained with (:func:`~cflight.models.generative.training_schedule.resolve_schedule`)."""
+    if isinstance(denoiser, str):
+        denoiser = load_net(denoiser, expected_kind="denoiser")
+    num_timesteps, schedule = resolve_schedule(denoiser, num_timesteps, schedule, method)
+    return denoiser, GaussianDiffusion(num_timesteps, schedule, timestep_respacing, fixed_variance)
 
 
 @contextmanager

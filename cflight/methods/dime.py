@@ -11,11 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
-from cflight.methods.base import CounterfactualMethod
+from cflight.methods.base import CounterfactualMethod, denoiser_and_diffusion
 from cflight.models.acceleration import Acceleration
-from cflight.models.generative.diffusion import GaussianDiffusion, from_diffusion, to_diffusion
-from cflight.models.generative.training_schedule import resolve_schedule
-from cflight.models.registry import load_net
+from cflight.models.generative.diffusion import from_diffusion, to_diffusion
 from cflight.rng import Stream, per_sample_normal
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
@@ -84,10 +82,8 @@ class DiME(CounterfactualMethod):
                  max_batch_size: int | None = None, seed: int = 4,
                  acceleration: Acceleration | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
-        if isinstance(denoiser, str):
-            denoiser = load_net(denoiser, expected_kind="denoiser")
-        num_timesteps, schedule = resolve_schedule(denoiser, num_timesteps, schedule, "DiME")
-        self.diffusion = GaussianDiffusion(num_timesteps, schedule, timestep_respacing, fixed_variance)
+        denoiser, self.diffusion = denoiser_and_diffusion(denoiser, num_timesteps, schedule,
+                                                          timestep_respacing, fixed_variance, "DiME")
         steps = self.diffusion.num_steps
         if not isinstance(start_step, int) or not 1 <= start_step < steps:
             raise ValueError(f"start_step must be an int in [1, {steps - 1}] (respaced steps), "

@@ -11,11 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from cflight.methods import functional as Fn
-from cflight.methods.base import CounterfactualMethod
+from cflight.methods.base import CounterfactualMethod, denoiser_and_diffusion
 from cflight.methods.early_stop import FrozenSamples
 from cflight.models.acceleration import Acceleration
-from cflight.models.generative.diffusion import GaussianDiffusion, MeanVariance, from_diffusion, to_diffusion
-from cflight.models.generative.training_schedule import resolve_schedule
+from cflight.models.generative.diffusion import MeanVariance, from_diffusion, to_diffusion
 from cflight.models.registry import load_net
 from cflight.rng import Stream, per_sample_normal, per_sample_uniform
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
@@ -100,10 +99,8 @@ class DVCE(CounterfactualMethod):
                  early_stop: bool = False, max_batch_size: int | None = None, seed: int = 1,
                  acceleration: Acceleration | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, seed=seed, acceleration=acceleration)
-        if isinstance(denoiser, str):
-            denoiser = load_net(denoiser, expected_kind="denoiser")
-        num_timesteps, schedule = resolve_schedule(denoiser, num_timesteps, schedule, "DVCE")
-        self.diffusion = GaussianDiffusion(num_timesteps, schedule, timestep_respacing, fixed_variance)
+        denoiser, self.diffusion = denoiser_and_diffusion(denoiser, num_timesteps, schedule,
+                                                          timestep_respacing, fixed_variance, "DVCE")
         steps = self.diffusion.num_steps
         if not isinstance(skip_timesteps, int) or not 0 <= skip_timesteps <= steps:
             raise ValueError(f"skip_timesteps must be an int in [0, {steps}] (respaced steps), "
