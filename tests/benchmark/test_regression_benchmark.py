@@ -130,7 +130,7 @@ def test_regression_plots_are_success_and_mae_against_l2(tmp_path):
 
 def test_the_squares_config_is_one_regression_task_with_delta_005():
     tasks = check_one_task(load_config(CONFIG))
-    assert list(tasks) == ["acre", "diffae_re", "svce", "pgd_l2", "apgd_l2"]
+    assert list(tasks) == ["acre", "diffae_re", "dime", "svce", "pgd_l2", "apgd_l2"]
     assert all(t == {"task": "regression", "tolerance": 0.05} for t in tasks.values())
 
 
@@ -153,6 +153,7 @@ def test_a_config_mixing_tasks_fails_before_any_job(tmp_path, capsys):
 TINY_STEPS = {
     "acre": {"max_iterations": 2},
     "diffae_re": {"max_steps": 2, "encode_steps": 4, "decode_steps": 2},
+    "dime": {"start_step": 2, "scales": [500.0]},
     "svce": {"steps": 3},
     "pgd_l2": {"steps": 2},
     "apgd_l2": {"steps": 3},
