@@ -120,7 +120,7 @@ def check_target_range(values: Tensor, model: nn.Module, tolerance: float = 0.0,
     bad = outside_target_range(values, model, tolerance)
     if bool(bad.any()):
         lo, hi = (float(v) for v in model.target_range)
-        value = float(values.detach().reshape(-1).float()[bad.to(values.device)][0])
+        value = float(values.detach().reshape(-1).float()[bad][0])
         raise BadInputError(f"regression target {value:.4g} lies outside the range the {name} was "
                             f"trained on [{lo:.4g}, {hi:.4g}] (± tolerance {tolerance:.3g}); choose target values "
                             "inside it: beyond it the regressor extrapolates")

@@ -14,7 +14,7 @@ from cflight.methods.base import CounterfactualMethod, denoiser_and_diffusion
 from cflight.methods.early_stop import FrozenSamples
 from cflight.models.acceleration import Acceleration
 from cflight.models.generative.diffusion import from_diffusion, to_diffusion
-from cflight.rng import Stream, per_sample_normal
+from cflight.rng import Stream
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
 
@@ -115,8 +115,7 @@ class ACRE(CounterfactualMethod):
         """``N(0, I)`` ``[B, C, H, W]`` from ``(seed, stream, index, step)``; zeros when not ``stochastic``."""
         if not self.stochastic:
             return torch.zeros_like(like)
-        return per_sample_normal(tuple(like.shape[1:]), self.seed, index, stream=stream, step=step,
-                                 device=like.device, dtype=like.dtype)
+        return super().noise(like, index, stream, step)
 
     def denoise_step(self, u: Tensor, t: int, noise: Tensor) -> Tensor:
         """One ancestral step ``x_t → x_{t−1}`` with x̂0 clipped (``clip_denoised=True``), diffusion space."""

@@ -12,6 +12,7 @@ from cflight.models.acceleration import Acceleration, accelerate
 from cflight.models.generative.diffusion import GaussianDiffusion
 from cflight.models.generative.training_schedule import resolve_schedule
 from cflight.models.registry import load_net
+from cflight.rng import Stream, per_sample_normal
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_images, check_model_input, check_target
 
@@ -125,6 +126,12 @@ class CounterfactualMethod(nn.Module, ABC):
 
     def check_inputs(self, x: Tensor) -> None:
         """Method-specific checks of ``x`` against the method's own networks (override as needed)."""
+
+    def noise(self, like: Tensor, index: Tensor, stream: Stream, step: int) -> Tensor:
+        """``N(0, I)`` like ``like`` ``[B, ...]`` from ``(seed, stream, index, step)`` per sample
+        (:func:`~cflight.rng.per_sample_normal`), on its device and in its dtype."""
+        return per_sample_normal(tuple(like.shape[1:]), self.seed, index, stream=stream, step=step,
+                                 device=like.device, dtype=like.dtype)
 
     @abstractmethod
     def run(self, x: Tensor, target: Target, model: nn.Module, index: Tensor, pred: Tensor) -> CounterfactualOutput:

@@ -14,7 +14,7 @@ from cflight.methods import functional as Fn
 from cflight.methods.base import CounterfactualMethod, denoiser_and_diffusion
 from cflight.models.acceleration import Acceleration
 from cflight.models.generative.diffusion import from_diffusion, to_diffusion
-from cflight.rng import Stream, per_sample_normal
+from cflight.rng import Stream
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
 
@@ -110,11 +110,6 @@ class DiME(CounterfactualMethod):
     def check_inputs(self, x: Tensor) -> None:
         check_model_input(x, self.denoiser, name="denoiser")
 
-    def noise(self, like: Tensor, index: Tensor, stream: Stream, step: int) -> Tensor:
-        """``N(0, I)`` like ``like`` from ``(seed, stream, index, step)``, on its device."""
-        return per_sample_normal(tuple(like.shape[1:]), self.seed, index, stream=stream, step=step,
-                                 device=like.device, dtype=like.dtype)
-
     def class_loss(self, out: Tensor, target: ClassTarget | RegressionTarget) -> Tensor:
         """Per-sample ``L_cls`` ``[B]`` the guidance descends (class docstring)."""
         if isinstance(target, RegressionTarget):
@@ -185,7 +180,7 @@ class DiME(CounterfactualMethod):
         n = x.shape[0]
         x0 = to_diffusion(x)
         z_tau = self.diffusion.q_sample(x0, self.start_step, self.noise(x, index, Stream.DIME_START, 0))
-        x_cf, pred_cf = x.clone(), None
+        x_cf, pred_cf = x.clone(), pred.clone()  # every row is overwritten by the first scale
         scale_used = torch.full((n,), float("nan"), dtype=x.dtype, device=x.device)
         todo = torch.arange(n, device=x.device)  # rows not at their target yet
         for k, scale in enumerate(self.scales):
@@ -194,7 +189,6 @@ class DiME(CounterfactualMethod):
             image = from_diffusion(z)
             with torch.no_grad():
                 out = model(image)
-            pred_cf = out.new_zeros((n, *out.shape[1:])) if pred_cf is None else pred_cf
             x_cf[todo], pred_cf[todo], scale_used[todo] = image, out, scale
             flipped = Fn.decision_reached(out, rows_target)  # the reference retries on the prediction
             todo = todo[~flipped]

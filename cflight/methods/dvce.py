@@ -16,7 +16,7 @@ from cflight.methods.early_stop import FrozenSamples
 from cflight.models.acceleration import Acceleration
 from cflight.models.generative.diffusion import MeanVariance, from_diffusion, to_diffusion
 from cflight.models.registry import load_net
-from cflight.rng import Stream, per_sample_normal, per_sample_uniform
+from cflight.rng import Stream, per_sample_uniform
 from cflight.types import ClassTarget, CounterfactualOutput, RegressionTarget
 from cflight.validation import check_model_input
 
@@ -136,11 +136,6 @@ class DVCE(CounterfactualMethod):
         check_model_input(x, self.denoiser, name="denoiser")
         if self.robust_model is not None:
             check_model_input(x, self.robust_model, name="robust_model")
-
-    def noise(self, like: Tensor, index: Tensor, stream: Stream, step: int) -> Tensor:
-        """``N(0, I)`` like ``like`` ``[B, C, H, W]`` from ``(seed, stream, index, step)``, on its device."""
-        return per_sample_normal(tuple(like.shape[1:]), self.seed, index, stream=stream, step=step,
-                                 device=like.device, dtype=like.dtype)
 
     def _objective(self, model: nn.Module, image: Tensor, target: ClassTarget | RegressionTarget, index: Tensor,
                    step: int, which: int) -> Tensor:
