@@ -49,6 +49,7 @@ def scatter(rows: Sequence[Mapping[str, Any]], x: str, y: str, xlabel: str, ylab
         ax.scatter([], [], s=40, facecolors="none", edgecolors="grey", label=y2_label or y2)
         ax.legend(fontsize=8, loc="best")
     ax.set(xlabel=xlabel, ylabel=ylabel if not second else f"{ylabel} / {y2_label or y2}", title=title)
+    ax.margins(x=0.1, y=0.1)  # room for the labels above the top points and right of the last ones
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

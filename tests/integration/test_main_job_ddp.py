@@ -64,11 +64,13 @@ def _same(one, two):
     assert m2["mean_l1"] == pytest.approx(m1["mean_l1"], rel=1e-4)
     # the global mean covers the valid counterfactuals (global_rows="valid"; an exactly zero gradient, which
     # that rule also drops, does not occur with these networks); a moved row shifts a mean over ~30 rows by
-    # well under 1e-3
+    # well under 1e-3. Without one, the mean of per-row values held to 1e-3 above is held to the same: the
+    # float noise differs between machines (2.2e-4 relative on one descriptor on a 2-core AMD EPYC, against
+    # < 1e-4 where this was first written)
     assert g2["n"] == g1["n"] == sum(r["valid"] == "True" for r in rows1) >= 0.9 * N
     assert [d["descriptor"] for d in g2["overall"]] == [d["descriptor"] for d in g1["overall"]]
     for d1, d2 in zip(g1["overall"], g2["overall"]):
-        assert d2["score"] == pytest.approx(d1["score"], rel=1e-4, abs=1e-3 if moved else 1e-6)
+        assert d2["score"] == pytest.approx(d1["score"], rel=1e-3, abs=1e-3 if moved else 1e-5)
 
 
 @pytest.mark.timeout(900)

@@ -100,28 +100,54 @@ def test_method_counts_one_backward_fewer(early_stop):
     assert not math.isnan(float(out.extras["loss"].sum()))
 
 
-@pytest.mark.parametrize("scale", [0.05, 0.3, 1.0, 3.0])
-def test_l2_scale_equals_sorted_solve_float64(scale):
-    """The sort-free l2 projection scale against the sorted solve, from ball-only to box-dominated steps."""
-    from cflight.methods.functional.lp_geometry import _l2_scale, _saturating_scale
+def _scale_inputs(z, x, eps):
+    """``_l2_scale``'s arguments for steps ``z`` from ``x`` (flat ``[B, D]``), as ``project_l2_box`` forms
+    them."""
+    p = z.clamp(0, 1)
+    box = p - x
+    up = box * box
+    return p, z, x, box, up, eps.square(), up.double().sum(1)
 
-    g = torch.Generator().manual_seed(int(scale * 100))
-    x = torch.rand(64, 784, generator=g, dtype=torch.float64) * (torch.rand(64, 784, generator=g) > 0.6)
-    z = x + scale * torch.randn(64, 784, generator=g, dtype=torch.float64)
-    d = z - x
-    sgn = d.sign()
-    u = ((0.5 - x) * sgn + 0.5) * sgn.abs()
-    a = d.abs()
-    eps_p = torch.full((64,), 2.0 ** 2, dtype=torch.float64)
-    eps_p[:4] = 1e6  # the whole box corner fits
-    t_sort = _saturating_scale(u * u, a * a, eps_p)
-    t_fast = _l2_scale(u * u, a * a, eps_p)
-    small = t_sort < 1
-    torch.testing.assert_close(t_fast[small], t_sort[small], rtol=1e-12, atol=0)
-    assert (t_fast[~small] >= 1).all()
-    for rounds in (0, 1):  # too few rounds: the rest fall back to the sort
-        torch.testing.assert_close(_l2_scale(u * u, a * a, eps_p, rounds=rounds)[small], t_sort[small],
-                                   rtol=1e-12, atol=0)
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_l2_scale_on_partly_clipped_equals_full_sorted_solve(dtype):
+    """The scale solved on the partly clipped coordinates alone equals the sorted solve over every coordinate
+    (Σ min(u², T·d²) = ε²), from ball-only to box-dominated steps, with ε = 0, ε beyond the box diameter, no
+    step, rows without any partly clipped coordinate and a row clipped partly everywhere: T < 1 on the same
+    rows, there to 1e-12 in float64 and t = min(1, √T) to 2 ulp in float32 (the thresholds are divided in
+    float64 there)."""
+    from cflight.methods.functional.lp_geometry import _l2_scale, _saturating_scale, _step_in_box
+
+    for seed in range(6):
+        z, x, eps = _random_steps(seed, dtype)
+        z[3] = x[3] + 0.01  # every coordinate moves up, none leaves the box below 1 - 0.01: no partly clipped
+        x[4], z[4] = 0.5, 2.0  # every coordinate partly clipped (capacity 0.5 of a 1.5 step)
+        eps[4] = 3.0
+        e, _, u, a = _step_in_box(z, x, eps)
+        ref = _saturating_scale(u * u, a * a, e * e)
+        new = _l2_scale(*_scale_inputs(z, x, eps))
+        small = ref < 1  # t = 1 beyond: the reference saturates at the full box capacity, ours at clip(z)
+        assert torch.equal(new < 1, small)
+        if dtype == torch.float64:
+            torch.testing.assert_close(new[small], ref[small], rtol=1e-12, atol=0)
+            assert (new[~small] >= 1).all()
+        else:
+            tt = lambda v: v.sqrt().clamp_max(1).to(dtype)  # noqa: E731
+            torch.testing.assert_close(tt(new), tt(ref), rtol=2 * torch.finfo(torch.float32).eps, atol=0)
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_partly_clipped_indices_are_the_definition(use_numpy):
+    """numpy's and torch's index paths both give the flat indices of 0 < (clip(z) − x)² < (z − x)²,
+    ascending."""
+    from cflight.methods.functional.lp_geometry import _partly_clipped
+
+    z, x, _ = _random_steps(2, torch.float32)
+    p = z.clamp(0, 1)
+    up, cp = (p - x).double() ** 2, (z - x).double() ** 2
+    want = ((up > 0) & (up < cp)).reshape(-1).nonzero().squeeze(1)
+    got = _partly_clipped(p, z, p - x, use_numpy=use_numpy)
+    assert got.dtype == torch.int64 and want.numel() > 0 and torch.equal(got, want)
 
 
 def test_l2_projection_is_nearest_point_float64():
@@ -139,33 +165,6 @@ def test_l2_projection_is_nearest_point_float64():
         assert (Fn.lp_norm(q - z, 2) >= Fn.lp_norm(p - z, 2) - 1e-12).all()
 
 
-def _boolean_l2_scale(up, cp, eps_p, rounds=12):
-    """The l2 scale's iteration as first written (boolean sets, every row in every round, corner rows to the
-    sort): the reference that the float-indicator, active-row version must equal to the bit."""
-    from cflight.methods.functional.lp_geometry import _saturating_scale
-
-    tiny = torch.finfo(torch.float64).tiny
-    corner = up.sum(1, dtype=torch.float64) <= eps_p
-    t = eps_p / cp.sum(1, dtype=torch.float64).clamp_min(tiny)
-    sat = torch.zeros_like(up, dtype=torch.bool)
-    done = corner.clone()
-    for _ in range(rounds):
-        new = cp * t[:, None].to(cp.dtype) >= up
-        done = done | (new == sat).all(1) | (t >= 1)
-        if bool(done.all()):
-            break
-        sat = new
-        s_sat = torch.where(sat, up, torch.zeros_like(up)).sum(1, dtype=torch.float64)
-        c_free = torch.where(sat, torch.zeros_like(cp), cp).sum(1, dtype=torch.float64)
-        t_new = (eps_p - s_sat).clamp_min(0) / c_free.clamp_min(tiny)
-        t = torch.where(done, t, torch.where(c_free > 0, t_new, torch.zeros_like(t_new)))
-    rest = ~done | corner
-    if bool(rest.any()):
-        t = t.clone()
-        t[rest] = _saturating_scale(up[rest], cp[rest], eps_p[rest])
-    return t
-
-
 def _random_steps(seed, dtype, b=24, d=784):
     """Centres with pixels on both box faces and steps from ball-only (0.05) to box-dominated (3)."""
     g = torch.Generator().manual_seed(seed)
@@ -177,24 +176,6 @@ def _random_steps(seed, dtype, b=24, d=784):
     eps[0], eps[1] = 0.0, 1e3  # no radius; a radius beyond the box diameter √d
     z[2] = x[2]  # no step (zero gradient)
     return z, x, eps
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("rounds", [0, 1, 2, 12])
-def test_l2_scale_equals_boolean_iteration(dtype, rounds):
-    """The projection's ``t = min(1, √T)`` equals the boolean-set iteration's (sets compared element by element,
-    every row in every round), also where rows fall back to the sorted solve: to 1e-12 in float64 (the sums
-    are grouped differently: ``Σ_sat up = Σ up − Σ_free up``) and to 2 ulp in float32. The set-size test of
-    convergence must stop exactly where the element-wise comparison does."""
-    from cflight.methods.functional.lp_geometry import _l2_scale, _step_in_box
-
-    for seed in range(6):
-        z, x, eps = _random_steps(seed, dtype)
-        e, _, u, a = _step_in_box(z, x, eps)
-        new = _l2_scale(u * u, a * a, e * e, rounds=rounds).sqrt().clamp_max(1).to(dtype)
-        ref = _boolean_l2_scale(u * u, a * a, e * e, rounds=rounds).sqrt().clamp_max(1).to(dtype)
-        rtol = 1e-12 if dtype == torch.float64 else 2 * torch.finfo(torch.float32).eps
-        torch.testing.assert_close(new, ref, rtol=rtol, atol=0)
 
 
 def _bisection_projection(z, x, eps):
@@ -238,9 +219,11 @@ def test_l2_projection_edge_cases_against_closed_form_float64():
     torch.testing.assert_close((p - x).norm(dim=1)[out], eps[out], rtol=0, atol=1e-10)
 
 
-def test_l2_projection_batch_equals_rows_float32():
-    """Rows leave the iteration at different rounds: each row's result is still its own, to the bit."""
-    z, x, eps = _random_steps(8, torch.float32, b=16)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_l2_projection_batch_equals_rows(dtype):
+    """Rows have different numbers of partly clipped coordinates (the gathered solve's padding differs) and
+    some are inside the ball: each row's result is still its own, to the bit, in float32 and float64."""
+    z, x, eps = _random_steps(8, dtype, b=16)
     batch = Fn.project_l2_box(z, x, eps)
     for i in range(16):
         assert torch.equal(Fn.project_l2_box(z[i:i + 1], x[i:i + 1], eps[i:i + 1]), batch[i:i + 1])

@@ -51,7 +51,9 @@ def test_unconditional_unet_unchanged_against_stored_reference():
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(ref["seed"]))
     with torch.no_grad():
         out = net(x, ref["t"])
-    torch.testing.assert_close(out, ref["out"], rtol=0, atol=1e-6)
+    # float32 kernels differ between CPUs by a few ulp (2.4e-6 on outputs of magnitude ~3 on an AMD EPYC,
+    # against the machine that recorded them); any change of the architecture moves outputs by O(1)
+    torch.testing.assert_close(out, ref["out"], rtol=1e-5, atol=1e-5)
     assert list(net.state_dict()) == ref["keys"]
     assert not any("cond_emb" in k for k in UNet(model_channels=8, head_channels=8).state_dict())
     with pytest.raises(ValueError, match="cond given"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -215,13 +216,20 @@ def project_l2_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     KKT: the projection is ``clip(x + t·(z − x), 0, 1)`` with ``t = 1`` when that point, the box's own
     projection ``clip(z)``, is inside the ball, else the ``t < 1`` putting it on the sphere;
     ``‖clip(x + t d) − x‖`` is the sorted-threshold function of :func:`lp_box_lmo` with ``p = 2``, solved
-    exactly. For ``t ≤ 1`` coordinate ``i`` moves ``min(t|d_i|, u_i) = min(t|d_i|, |clip(z)_i − x_i|)`` (``u``
-    the box capacity along ``sign(d_i)``), so the saturation levels are those of the box step
-    ``clip(z) − x`` and the rows inside the ball, most of a PGD run's early steps, cost a clamp and a norm.
+    exactly by :func:`_l2_scale`. For ``t ≤ 1`` coordinate ``i`` moves ``min(t|d_i|, u_i) = min(t|d_i|,
+    |clip(z)_i − x_i|)`` (``u`` the box capacity along ``sign(d_i)``), so the saturation levels are those of
+    the box step ``clip(z) − x`` and the rows inside the ball, most of a PGD run's early steps, cost a clamp
+    and a norm.
     """
+    return _project_l2_box(z, x, _radius(eps, x.shape[0], x))
+
+
+def _project_l2_box(z: Tensor, x: Tensor, eps64: Tensor) -> Tensor:
+    """:func:`project_l2_box` for a radius already validated (float64 ``[B]``, as :class:`BallBox` holds
+    it)."""
     b = x.shape[0]
     cdt = _compute_dtype(x)
-    eps_p = _radius(eps, b, x).square()
+    eps_p = eps64.square()
     xf, zf = x.reshape(b, -1).to(cdt), z.reshape(b, -1).to(cdt)
     p = zf.clamp(0, 1)
     box = p - xf  # the box's projection as a step: sign(d)·min(|d|, u)
@@ -229,70 +237,69 @@ def project_l2_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     up_sum = _sum64(up)
     out = (up_sum > eps_p).nonzero().squeeze(1)  # clip(z) outside the ball: t < 1
     if out.numel() == b:  # every row (PGD's later steps): no row copies
-        d = zf - xf
-        t = _l2_scale(up, d * d, eps_p, up_sum=up_sum).sqrt().clamp_max(1.0).to(cdt)
-        p = torch.addcmul(xf, t[:, None], d).clamp_(0, 1)
+        t = _l2_scale(p, zf, xf, box, up, eps_p, up_sum).sqrt().clamp_max(1.0).to(cdt)
+        p = torch.lerp(xf, zf, t[:, None]).clamp_(0, 1)
     elif out.numel():
-        xo = xf[out]
-        d = zf[out] - xo
-        t = _l2_scale(up[out], d * d, eps_p[out], up_sum=up_sum[out]).sqrt().clamp_max(1.0).to(cdt)
-        p[out] = torch.addcmul(xo, t[:, None], d).clamp_(0, 1)
+        rows = lambda t: t.index_select(0, out)  # noqa: E731  (faster than t[out] on CPU)
+        xo, zo = rows(xf), rows(zf)
+        t = _l2_scale(rows(p), zo, xo, rows(box), rows(up), rows(eps_p), rows(up_sum)).sqrt().clamp_max(1.0)
+        p.index_copy_(0, out, torch.lerp(xo, zo, t.to(cdt)[:, None]).clamp_(0, 1))
     return p.reshape(x.shape).to(x.dtype)
 
 
-def _l2_scale(up: Tensor, cp: Tensor, eps_p: Tensor, rounds: int = 12, up_sum: Tensor | None = None) -> Tensor:
-    """:func:`_saturating_scale` for the l2 projection without the sort where few rounds suffice (PGD's path).
+def _partly_clipped(p: Tensor, z: Tensor, box: Tensor, use_numpy: bool | None = None) -> Tensor:
+    """Flat indices (ascending, int64) of the coordinates the box clips partly: ``clip(z)_i ≠ z_i`` (the box
+    cuts the step) and ``clip(z)_i ≠ x_i`` (``box = clip(z) − x``; the step is not cut to nothing).
+    ``use_numpy`` (default: on CPU): the mask and its indices from numpy, several times faster there than
+    ``torch.nonzero`` (≈ 0.1 against 0.5 ms for 256 MNIST images)."""
+    if p.device.type == "cpu" if use_numpy is None else use_numpy:
+        pn, zn, bn = p.detach().numpy(), z.detach().numpy(), box.detach().numpy()
+        return torch.from_numpy(np.flatnonzero((pn != zn) & (bn != 0)))
+    return ((p != z) & (box != 0)).reshape(-1).nonzero().squeeze(1)
 
-    Newton's method on the concave, non-decreasing ``g(T) = Σ_i min(up_i, T·cp_i)`` from ``T₀ = ε²/Σ cp``
-    (the ball alone): ``T_{k+1} = (ε² − Σ_{sat(T_k)} up) / Σ_{free(T_k)} cp`` with ``sat(T) = {i : T·cp_i ≥
-    up_i}``. Counting the coordinates that saturate beyond ``T_k`` as free overestimates ``g`` above ``T_k``,
-    so ``T_k ≤ T_{k+1} ≤ T*`` and the saturated set only grows; once it stops changing ``g(T_k) = ε²`` on that
-    segment: ``T_k = T*`` exactly (the sorted solve's segment). A row stops there, at ``T_k ≥ 1`` (the
-    projection's ``t`` is 1 either way) or where the whole box corner fits (``Σ up ≤ ε²``: ``+∞``); rows whose
-    set still changes after ``rounds`` rounds take the sorted solve. ``up_sum``: ``Σ up`` per row, if known.
 
-    Cost (the projection runs once per PGD step): each round works on the rows still iterating only (most
-    stop after one or two updates) and makes 7 passes over them. The free set is a float 0/1 indicator,
-    ``sign(max(up − T·cp, 0))`` (on CPU, bool kernels are several times slower than float ones), and its
-    change is read off its size: within one update ``T`` moves one way, so coordinates only join the
-    saturated set (or, should rounding lower ``T``, only leave it) and the set is unchanged iff its size is.
-    ``Σ_sat up = Σ up − Σ_free up``, sums in float64.
+def _l2_scale(p: Tensor, z: Tensor, x: Tensor, box: Tensor, up: Tensor, eps_p: Tensor,
+              up_sum: Tensor) -> Tensor:
+    """The l2 projection's ``T = t²``, the root of ``g(T) = Σ_i min(up_i, T·cp_i) = ε²`` (``up = box²``,
+    ``cp = (z − x)²``, ``[B, D]`` flattened, ``p = clip(z)``), solved on the partly clipped coordinates alone.
+
+    Where the box does not cut the step, ``up_i = cp_i`` and the coordinate adds ``T·cp_i`` for ``T ≤ 1``, all
+    of them together ``T·A`` with ``A = Σ up − Σ_partly up``; where it cuts the step to nothing (``up_i = 0``,
+    a pixel on a face pushed outwards: in MNIST most of the background) it adds 0 for every ``T``. Only the
+    few partly clipped coordinates (``0 < up_i < cp_i``, threshold ``θ_i = up_i/cp_i < 1``; ~17 of 784 per
+    MNIST image in PGD-l2) decide the root, so the sorted solve of :func:`_saturating_scale` runs on them
+    alone, gathered into ``[B, k]``: with a row's thresholds sorted, ``g(θ_j) = Σ_{i≤j} up_i + θ_j·(A +
+    Σ_{i>j} cp_i)``, the saturated set is the prefix with ``g ≤ ε²``, and ``T = (ε² − Σ_sat up)/(A + Σ_free
+    cp)`` on that segment: the same exact root for rows with ``Σ up > ε²`` (``clip(z)`` outside the ball, so
+    ``T* < 1`` and ``A``'s threshold 1 is never reached); ``+inf`` where ``Σ up ≤ ε²``. Float64. (Newton's
+    method from ``T₁ = (ε² − Σ_partly up)/A`` on the gathered coordinates needs about three rounds on PGD's
+    steps and was no faster.)
     """
+    b, n = up.shape
     tiny = torch.finfo(torch.float64).tiny
-    s_up = _sum64(up) if up_sum is None else up_sum
-    corner = s_up <= eps_p
-    t = eps_p / _sum64(cp).clamp_min(tiny)
-    going = ~(corner | (t >= 1))
-    rows = going.nonzero().squeeze(1)  # the rows still iterating; ``state``: their (up, cp, ε², T, Σ up)
-    state = ((up, cp, eps_p, t, s_up) if bool(going.all())
-             else (up[rows], cp[rows], eps_p[rows], t[rows], s_up[rows]))
-    n_free = torch.full_like(t[rows], float(up.shape[1]), dtype=up.dtype)  # none saturated before T₀
-    for _ in range(rounds):
-        if rows.numel() == 0:
-            break
-        u_p, c_p, e_p, t_r, s_r = state
-        free = torch.addcmul(u_p, c_p, t_r[:, None].to(c_p.dtype), value=-1).clamp_min_(0).sign_()  # T·cp < up
-        count = free.sum(1)
-        moving = count != n_free
-        if not bool(moving.all()):  # the others have converged: t holds their T*
-            rows, state, free, count = rows[moving], tuple(v[moving] for v in state), free[moving], count[moving]
-            if rows.numel() == 0:
-                break
-            u_p, c_p, e_p, t_r, s_r = state
-        n_free = count
-        s_sat = s_r - _sum64(u_p * free)  # Σ_sat up
-        c_free = _sum64(c_p * free)  # Σ_free cp
-        t_r = (e_p - s_sat).clamp_min(0) / c_free.clamp_min(tiny)
-        t_r = torch.where(c_free > 0, t_r, torch.zeros_like(t_r))
-        t[rows] = t_r
-        state = (u_p, c_p, e_p, t_r, s_r)
-        below = t_r < 1  # T* ≥ T_k ≥ 1: the projection's t is 1 either way
-        if not bool(below.all()):
-            rows, state, n_free = rows[below], tuple(v[below] for v in state), n_free[below]
-    t = torch.where(corner, torch.full_like(t, math.inf), t)
-    if rows.numel():
-        t[rows] = _saturating_scale(up[rows], cp[rows], eps_p[rows])
-    return t
+    idx = _partly_clipped(p, z, box).to(up.device)
+    # index_select rather than t[idx]: several times faster on CPU for these few thousand entries
+    pick = lambda t, i: t.index_select(0, i)  # noqa: E731
+    up_i = pick(up.reshape(-1), idx).double()
+    cp_i = (pick(z.reshape(-1), idx) - pick(x.reshape(-1), idx)).double().square()
+    # one row of width k per image (k: the most partly clipped coordinates of a row), padded with threshold
+    # 2 and (0, 0): sorted last, adding nothing; sums stay within rows (a row's result is its own)
+    row = torch.div(idx, n, rounding_mode="floor")
+    count = torch.bincount(row, minlength=b)
+    k = max(int(count.max()) if idx.numel() else 0, 1)
+    slot = row * k + torch.arange(idx.numel(), device=up.device) - pick(count.cumsum(0) - count, row)
+    pad = lambda v, fill: up_sum.new_full((b * k,), fill).index_copy_(0, slot, v).reshape(b, k)  # noqa: E731
+    thr, order = _sort_rows(pad(up_i / cp_i, 2.0))
+    up_k, cp_k = pad(up_i, 0.0).gather(1, order), pad(cp_i, 0.0).gather(1, order)
+    free = up_sum - up_k.sum(1)  # A
+    sat = up_k.cumsum(1)  # Σ_{i ≤ j} up_i
+    after = cp_k.sum(1, keepdim=True) - cp_k.cumsum(1)  # Σ_{i > j} cp_i
+    flag = (sat + thr * (free[:, None] + after) <= eps_p[:, None]).double()  # g(θ_j) ≤ ε²: a prefix
+    s_sat = (up_k * flag).sum(1)
+    c_free = free + (cp_k - cp_k * flag).sum(1)
+    t = (eps_p - s_sat).clamp_min(0) / c_free.clamp_min(tiny)
+    t = torch.where(c_free > 0, t, torch.zeros_like(t))
+    return torch.where(up_sum <= eps_p, torch.full_like(t, math.inf), t)
 
 
 def project_l1_box(z: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
@@ -327,8 +334,9 @@ class BallBox:
     """The feasible set ``B_norm(x, ε) ∩ [0,1]^d`` of one ascent run, for projecting onto it at every step.
 
     What all of a run's projections share is computed once: the radii (validated once, not per step) and, for
-    l∞, the per-coordinate interval :func:`_linf_bounds`, so each l∞ projection is one clamp. l2 / l1 call
-    :func:`project_l2_box` / :func:`project_l1_box`. ``x`` ``[B, ...]``, ``eps`` a scalar or ``[B]``.
+    l∞, the per-coordinate interval :func:`_linf_bounds`, so each l∞ projection is one clamp. l2 / l1 solve
+    as :func:`project_l2_box` / :func:`project_l1_box` (l2 without validating the radii again).
+    ``x`` ``[B, ...]``, ``eps`` a scalar or ``[B]``.
     """
 
     def __init__(self, x: Tensor, eps: float | Tensor, norm: str) -> None:
@@ -344,7 +352,7 @@ class BallBox:
         if self.norm == "linf":
             return torch.clamp(z, self.lo, self.hi)
         if self.norm == "l2":
-            return project_l2_box(z, self.x, self.eps)
+            return _project_l2_box(z, self.x, self.eps)
         return project_l1_box(z, self.x, self.eps)
 
     def keep(self, rows: Tensor) -> BallBox:

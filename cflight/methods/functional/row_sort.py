@@ -16,7 +16,8 @@ def _sort_rows(t: Tensor) -> tuple[Tensor, Tensor]:
     The sort is the LMO's dominant cost. On CPU, ``torch.sort`` is several times slower than numpy, and a
     numpy argsort slows down on the many ties (zeros) of image thresholds; for float32 the row index is packed
     into the low bits of an int64 key built from the float's bit pattern (monotone for non-negative floats),
-    so a plain, vectorised value sort gives both the sorted values and the permutation. On GPU: ``torch.sort``.
+    so a plain, vectorised value sort gives both the sorted values and the permutation; other dtypes take
+    numpy's stable argsort. On GPU: ``torch.sort``.
     """
     if t.device.type != "cpu":
         return torch.sort(t, dim=1)
@@ -27,5 +28,7 @@ def _sort_rows(t: Tensor) -> tuple[Tensor, Tensor]:
         key = torch.from_numpy(np.sort(key.numpy(), axis=1))
         order = key & ((1 << bits) - 1)
         return (key >> bits).to(torch.int32).view(torch.float32), order
-    order = torch.from_numpy(np.argsort(t.detach().numpy(), axis=1))
+    # stable: ties in index order, as the packed keys above (and ~2.5× faster than numpy's default
+    # introsort on the ties of padded or image thresholds)
+    order = torch.from_numpy(np.argsort(t.detach().numpy(), axis=1, kind="stable"))
     return t.gather(1, order), order
