@@ -25,6 +25,17 @@ def resolve_net(net: str | nn.Module, net_kwargs: dict[str, Any] | None, kind: s
     return build_net(net, **dict(net_kwargs or {}))
 
 
+def attach_net(module: Any, net: str | nn.Module, net_kwargs: dict[str, Any] | None, kind: str) -> nn.Module:
+    """:func:`resolve_net`; with a registry name, also records ``net`` and ``net_kwargs`` (as
+    :func:`stored_kwargs`) in ``module.hparams`` (a LightningModule after ``save_hyperparameters``), so
+    :func:`cflight.models.registry.load_net` rebuilds the network from the checkpoint alone."""
+    built = resolve_net(net, net_kwargs, kind)
+    if isinstance(net, str):
+        module.hparams["net"] = net
+        module.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+    return built
+
+
 def stored_kwargs(net_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     """``net_kwargs`` as stored in a checkpoint: without ``pretrained`` (the trained weights are in the
     checkpoint, so rebuilding it must not download anything)."""

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
-from cflight.lit._nets import resolve_net, stored_kwargs
+from cflight.lit._nets import attach_net
 
 
 class ClassifierModule(LightningModule):
@@ -38,10 +38,7 @@ class ClassifierModule(LightningModule):
         if scheduler not in (None, "cosine"):
             raise ValueError(f"scheduler must be None or 'cosine', got {scheduler!r}")
         self.save_hyperparameters(ignore=["net"])
-        self.net = resolve_net(net, net_kwargs, "classifier")
-        if isinstance(net, str):
-            self.hparams["net"] = net
-            self.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+        self.net = attach_net(self, net, net_kwargs, "classifier")
         self.num_classes = int(getattr(self.net, "num_classes", 0) or 0)
         if self.num_classes < 1:
             raise ValueError("the classifier network must expose num_classes >= 1")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from cflight.lit._images import log_grid
-from cflight.lit._nets import resolve_net, stored_kwargs, warm_start
+from cflight.lit._nets import attach_net, warm_start
 from cflight.lit.gan import ema_update
 from cflight.models.generative.diffusion import GaussianDiffusion, from_diffusion, to_diffusion
 from cflight.rng import Stream, per_sample_normal, per_sample_randint
@@ -63,10 +63,7 @@ class DDPMModule(LightningModule):
         if num_logged_images < 0:
             raise ValueError(f"num_logged_images must be >= 0, got {num_logged_images}")
         self.save_hyperparameters(ignore=["net"])
-        self.net = resolve_net(net, net_kwargs, "denoiser").requires_grad_(False)  # EMA copy
-        if isinstance(net, str):
-            self.hparams["net"] = net
-            self.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+        self.net = attach_net(self, net, net_kwargs, "denoiser").requires_grad_(False)  # EMA copy
         if init_weights is not None:
             warm_start(self.net, init_weights, "denoiser")
         self.online = copy.deepcopy(self.net).requires_grad_(True)

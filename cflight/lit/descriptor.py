@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from cflight.lit._nets import resolve_net, stored_kwargs
+from cflight.lit._nets import attach_net
 from cflight.models.registry import load_net
 
 
@@ -44,10 +44,7 @@ class DescriptorModule(LightningModule):
         if continuous_weight < 0:
             raise ValueError(f"continuous_weight must be >= 0, got {continuous_weight}")
         self.save_hyperparameters(ignore=["net", "encoder"])
-        self.net = resolve_net(net, net_kwargs, "descriptor")
-        if isinstance(net, str):
-            self.hparams["net"] = net
-            self.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+        self.net = attach_net(self, net, net_kwargs, "descriptor")
         if space == "latent":
             if encoder is None:
                 raise ValueError("space='latent' needs an encoder (a generator with encode())")

@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanAbsoluteError, MeanSquaredError, MinMetric
 
-from cflight.lit._nets import resolve_net, stored_kwargs, warm_start
+from cflight.lit._nets import attach_net, warm_start
 from cflight.validation import BadInputError
 
 
@@ -49,10 +49,7 @@ class RegressorModule(LightningModule):
         if flips not in ("none", "h", "hv"):
             raise BadInputError(f"flips must be 'none', 'h' or 'hv', got {flips!r}")
         self.save_hyperparameters(ignore=["net"])
-        self.net = resolve_net(net, net_kwargs, "regressor")
-        if isinstance(net, str):
-            self.hparams["net"] = net
-            self.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+        self.net = attach_net(self, net, net_kwargs, "regressor")
         if init_weights is not None:
             warm_start(self.net, init_weights, "regressor")
         if freeze_backbone:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from cflight.lit._images import log_grid
-from cflight.lit._nets import resolve_net, stored_kwargs
+from cflight.lit._nets import attach_net
 from cflight.rng import Stream, per_sample_normal
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -82,10 +82,7 @@ class VAEModule(LightningModule):
                  kl_weight: float = 0.0, num_logged_images: int = 16) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        self.net = resolve_net(net, net_kwargs, "generator")
-        if isinstance(net, str):
-            self.hparams["net"] = net
-            self.hparams["net_kwargs"] = stored_kwargs(net_kwargs)
+        self.net = attach_net(self, net, net_kwargs, "generator")
         for stage in ("val", "test"):
             for name in ("loss", "recon_mse", "l1", "edge", "kl"):
                 setattr(self, f"{stage}_{name}", MeanMetric())
