@@ -120,12 +120,15 @@ def test_l2_scale_on_partly_clipped_equals_full_sorted_solve(dtype):
 
     for seed in range(6):
         z, x, eps = _random_steps(seed, dtype)
-        z[3] = x[3] + 0.01  # every coordinate moves up, none leaves the box below 1 - 0.01: no partly clipped
+        z[3] = x[3] + 0.01  # x is in [0, 0.8] or 1: pixels at 1 are cut to nothing, none partly clipped
         x[4], z[4] = 0.5, 2.0  # every coordinate partly clipped (capacity 0.5 of a 1.5 step)
         eps[4] = 3.0
         e, _, u, a = _step_in_box(z, x, eps)
         ref = _saturating_scale(u * u, a * a, e * e)
-        new = _l2_scale(*_scale_inputs(z, x, eps))
+        args = _scale_inputs(z, x, eps)
+        partly = ((args[4] > 0) & (args[4] < (z - x) ** 2)).sum(1)
+        assert partly[3] == 0 and partly[4] == z.shape[1] and partly.max() > 0
+        new = _l2_scale(*args)
         small = ref < 1  # t = 1 beyond: the reference saturates at the full box capacity, ours at clip(z)
         assert torch.equal(new < 1, small)
         if dtype == torch.float64:
