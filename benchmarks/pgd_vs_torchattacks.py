@@ -32,6 +32,15 @@ the one forward (no gradient) that gives its caller the same, and ``speed_vs_tor
 against it. ``speed_vs_torchattacks`` compares against the bare call (cflight's PGD-N then does N + 1 forwards
 against torchattacks' N).
 
+Layout (conv models only, not ``linear``): ``cflight_last_channels_last`` is cflight's last-iterate PGD on the
+model with its weights in ``torch.channels_last`` (:func:`cflight.models.acceleration.to_channels_last`, what
+``ExplainModule(channels_last=True)`` does; a deep copy, so the other variants keep the model as loaded), and
+``torchattacks_channels_last_and_predict`` torchattacks handed that same converted copy (APGD:
+``cflight_channels_last`` and the same peer). ``speed_vs_torchattacks_same_output`` sets the first against the
+peer on the model as given, ``speed_same_layout`` against the peer on the same layout (how much of the gain is
+the layout, not the loop); ``channels_last_speedup`` is each library's own gain from it and
+``agreement_channels_last`` the losses of the two layouts (summation order only).
+
 Loss per image: the attacked objective (CE of the clean prediction, or ``log p(target)``) of the returned
 image, evaluated by one shared function. Agreement: mean and max ``|Δloss|`` and the share of images with
 ``|Δ| ≤ 1e-4·max(|a|, |b|) + 1e-6`` (an absolute floor for losses at 0). Success: the prediction left the
@@ -58,6 +67,7 @@ compare the algorithms.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import json
 import os
@@ -79,6 +89,7 @@ from cflight.metrics.cost import EvaluationCounter  # noqa: E402
 from cflight.methods import APGD, PGD  # noqa: E402
 from cflight.methods import functional as Fn  # noqa: E402
 from cflight.methods.svce import make_loss_grad  # noqa: E402
+from cflight.models.acceleration import to_channels_last  # noqa: E402
 from cflight.types import ClassTarget  # noqa: E402
 
 PGD_CASES = (  # (name, norm, eps, step size, steps, targeted)
@@ -92,6 +103,8 @@ APGD_CASE = dict(norm="linf", eps=0.3, steps=100, rho=0.75)
 APGD_NAME = "apgd_linf"
 LINEAR = "linear"
 EARLY_STOP = "cflight_early_stop"  # targeted cases only: not the same output (see early_stop_vs_torchattacks)
+CL = "_channels_last"  # suffix of the variants run on the channels_last copy of a conv model
+PEER_CL = "torchattacks" + CL + "_and_predict"
 MODELS = ("checkpoints/mnist_robust.pt", "checkpoints/mnist_classifier.pt", LINEAR)
 LINEAR_REPEATS = 10  # × --repeats for the linear model, whose calls take milliseconds
 RTOL, ATOL = 1e-4, 1e-6
@@ -276,29 +289,61 @@ def and_predict(model: nn.Module, atk: Callable[[Tensor, Tensor], Tensor], x: Te
 
 
 def pgd_runners(model: nn.Module, x: Tensor, logits: Tensor, labels: Tensor, norm: str, eps: float,
-                alpha: float, steps: int, targeted: bool) -> dict[str, Callable[[], Tensor]]:
-    """``{variant: () -> adversarial images}`` for torchattacks and cflight (last and best iterate)."""
+                alpha: float, steps: int, targeted: bool,
+                model_cl: nn.Module | None = None) -> dict[str, Callable[[], Tensor]]:
+    """``{variant: () -> adversarial images}`` for torchattacks and cflight (last and best iterate); with
+    ``model_cl`` (the channels_last copy) also both libraries' last iterate on it."""
     import torchattacks
 
-    atk = (torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False) if norm == "linf"
-           else torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=False))
-    if targeted:
-        atk.set_mode_targeted_by_label(quiet=True)
+    def peer(net: nn.Module):
+        atk = (torchattacks.PGD(net, eps=eps, alpha=alpha, steps=steps, random_start=False) if norm == "linf"
+               else torchattacks.PGDL2(net, eps=eps, alpha=alpha, steps=steps, random_start=False))
+        if targeted:
+            atk.set_mode_targeted_by_label(quiet=True)
+        return atk
+
+    atk = peer(model)
     target = ClassTarget(labels, 0.5)
     objective = "log_conf" if targeted else "ce"
     index = torch.arange(x.shape[0], device=x.device)
 
-    def cflight(keep_best: bool, early_stop: bool = False) -> Callable[[], Tensor]:
+    def cflight(keep_best: bool, early_stop: bool = False, net: nn.Module = model) -> Callable[[], Tensor]:
         method = PGD(eps=eps, norm=norm, steps=steps, step_size=alpha, random_start=False,
                      objective=objective, keep_best=keep_best, early_stop=early_stop)
-        return lambda: method(x, target, model, index=index, pred=logits).x_cf
+        return lambda: method(x, target, net, index=index, pred=logits).x_cf
 
     runners = {"torchattacks": lambda: atk(x, labels),
                "torchattacks_and_predict": and_predict(model, atk, x, labels),
                "cflight_last": cflight(False), "cflight_best": cflight(True)}
     if targeted:  # a counterfactual's own stopping rule: each image stops once p(target) >= 0.5
         runners[EARLY_STOP] = cflight(False, early_stop=True)
+    if model_cl is not None:
+        runners[PEER_CL] = and_predict(model_cl, peer(model_cl), x, labels)
+        runners["cflight_last" + CL] = cflight(False, net=model_cl)
     return runners
+
+
+def layout_rows(meas: dict[str, dict[str, list]], losses: dict[str, tuple[Tensor, Tensor]],
+                ours: str) -> dict:
+    """The channels_last figures of one case (``ours``: cflight's variant on the channels_last copy, whose
+    default-layout twin is ``ours`` without the suffix)."""
+    twin = ours.removesuffix(CL)
+    return {"speed_same_layout": speed(meas, "wall", (ours,), PEER_CL),
+            "channels_last_speedup": {"torchattacks_and_predict": speed(meas, "wall", (PEER_CL,),
+                                                                        "torchattacks_and_predict")[PEER_CL],
+                                      twin: speed(meas, "wall", (ours,), twin)[ours]},
+            "agreement_channels_last": loss_agreement(losses[ours][0], losses[twin][0])}
+
+
+def channels_last_copy(model: nn.Module) -> nn.Module | None:
+    """The channels_last copy of a model with 4-D weights (``None`` for one without, e.g. ``linear``)."""
+    if not any(p.ndim == 4 for p in model.parameters()):
+        return None
+    return to_channels_last(copy.deepcopy(model))
+
+
+def counted_model(variant: str, model: nn.Module, model_cl: nn.Module | None) -> nn.Module:
+    return model_cl if variant.endswith(CL) or variant == PEER_CL else model
 
 
 def apgd_start(x: Tensor, eps: float, seed: int) -> Tensor:
@@ -320,6 +365,7 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
 
     default = (lambda p: linear_model()) if path == LINEAR else (lambda p: load_net(p, "classifier"))
     model = (load or default)(path).to(dev).eval().requires_grad_(False)
+    model_cl = channels_last_copy(model)
     n = x.shape[0]
     with torch.no_grad():
         logits = model(x)
@@ -327,11 +373,12 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     rows = []
     for name, norm, eps, alpha, steps, targeted in cases:
         labels = top2[:, 1] if targeted else top2[:, 0]
-        runners = pgd_runners(model, x, logits, labels, norm, eps, alpha, steps, targeted)
-        evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
+        runners = pgd_runners(model, x, logits, labels, norm, eps, alpha, steps, targeted, model_cl)
+        evals = {k: evaluations(counted_model(k, model, model_cl), fn, n)  # also the untimed warm-up
+                 for k, fn in runners.items()}
         meas, outs = timed_runs(runners, repeats, dev)
         losses = {k: per_image_loss(model, v, labels, targeted) for k, v in outs.items()}
-        variants = ("cflight_last", "cflight_best")
+        variants = ("cflight_last", "cflight_best") + (("cflight_last" + CL,) if model_cl is not None else ())
         rows.append({
             "model": path, "case": name, "norm": norm, "eps": eps, "step_size": alpha, "steps": steps,
             "targeted": targeted, "random_start": False, "n": n, "repeats": repeats,
@@ -350,6 +397,8 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
         })
         if EARLY_STOP in runners:
             rows[-1]["early_stop_vs_torchattacks"] = early_stop_row(rows[-1], meas)
+        if model_cl is not None:
+            rows[-1].update(layout_rows(meas, losses, "cflight_last" + CL))
         print(json.dumps({"model": path, "case": name, "speed": rows[-1]["speed_vs_torchattacks"],
                           "same_output": rows[-1]["speed_vs_torchattacks_same_output"],
                           "share_within_tol": rows[-1]["agreement_last_iterate"]["share_within_tol"]}),
@@ -368,7 +417,15 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
     runners = {"torchattacks": lambda: atk(x, labels),
                "torchattacks_and_predict": and_predict(model, atk, x, labels),
                "cflight": lambda: method(x, target, model, index=index, pred=logits).x_cf}
-    evals = {k: evaluations(model, fn, n) for k, fn in runners.items()}  # also the untimed warm-up
+    variants = ("cflight",)
+    if model_cl is not None:
+        atk_cl = torchattacks.APGD(model_cl, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0,
+                                   loss="ce", rho=rho)
+        runners[PEER_CL] = and_predict(model_cl, atk_cl, x, labels)
+        runners["cflight" + CL] = lambda: method(x, target, model_cl, index=index, pred=logits).x_cf
+        variants += ("cflight" + CL,)
+    evals = {k: evaluations(counted_model(k, model, model_cl), fn, n)  # also the untimed warm-up
+             for k, fn in runners.items()}
     meas, outs = timed_runs(runners, repeats, dev)
     # same start on both sides, best-loss iterates compared
     torch.manual_seed(atk.seed)
@@ -382,10 +439,10 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
         "model": path, "case": f"apgd_linf_{steps}", "norm": "linf", "eps": eps, "steps": steps, "rho": rho,
         "targeted": False, "loss": "ce", "n": n, "repeats": repeats,
         "timing": timing(meas, n),
-        "speed_vs_torchattacks": speed(meas, "wall", ("cflight",)),
-        "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", ("cflight",)),
-        "speed_vs_torchattacks_same_output": speed(meas, "wall", ("cflight",), "torchattacks_and_predict"),
-        "extra_ms_per_step_vs_same_output": extra_ms_per_step(meas, ("cflight",), steps),
+        "speed_vs_torchattacks": speed(meas, "wall", variants),
+        "speed_vs_torchattacks_cpu_time": speed(meas, "cpu", variants),
+        "speed_vs_torchattacks_same_output": speed(meas, "wall", variants, "torchattacks_and_predict"),
+        "extra_ms_per_step_vs_same_output": extra_ms_per_step(meas, variants, steps),
         "agreement_best_iterate_same_start": loss_agreement(l_cf[0], l_peer[0]),
         "mean_loss_same_start": {"torchattacks": float(l_peer[0].mean()), "cflight": float(l_cf[0].mean())},
         "success_rate_same_start": {"torchattacks": success_rate(l_peer[1], labels, False),
@@ -393,6 +450,8 @@ def run_model(path: str, x: Tensor, repeats: int, dev: torch.device, cases=PGD_C
         "success_rate_public_call": {k: success_rate(v[1], labels, False) for k, v in public.items()},
         "evaluations_per_image": evals,
     })
+    if model_cl is not None:  # the public calls' losses (their random starts are seeded alike per layout)
+        rows[-1].update(layout_rows(meas, public, "cflight" + CL))
     print(json.dumps({"model": path, "case": rows[-1]["case"], "speed": rows[-1]["speed_vs_torchattacks"],
                       "share_within_tol": rows[-1]["agreement_best_iterate_same_start"]["share_within_tol"]}),
           flush=True)

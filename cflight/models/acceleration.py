@@ -1,4 +1,5 @@
-"""GPU speed options for generative networks (DESIGN.md §5): autocast, channels_last, compile, checkpointing.
+"""Speed options (DESIGN.md §5): autocast, channels_last, compile, checkpointing for generative networks, and
+channels_last for the explained model (:func:`to_channels_last`).
 
 :func:`accelerate` wraps a decoder / generator / denoiser so that its ``forward``, ``decode`` and ``encode``
 run with the chosen :class:`Acceleration`, while everything around them stays as it was:
@@ -15,19 +16,28 @@ run with the chosen :class:`Acceleration`, while everything around them stays as
   (DVCE, with one backward per guidance term, pays that once per term).
 
 All options off (the default) means no wrapper at all: :func:`accelerate` returns the network itself.
+
+The explained model is never wrapped (its outputs, gradients and evaluation counts are the method's
+business): :func:`to_channels_last` converts its weights in place, which changes no value, only the memory
+order in which convolutions read them (and so the summation order: relative differences ~1e-7). On a CPU,
+oneDNN then runs its convolutions in NHWC without a reorder per call (``benchmarks/channels_last.py``
+measures each shipped network).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from cflight.validation import BadInputError
 
 PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -140,6 +150,35 @@ def _channels_last(t: Tensor) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
 
 
+def to_channels_last(net: nn.Module) -> nn.Module:
+    """``net`` itself, its 4-D parameters and buffers converted in place to ``torch.channels_last``.
+
+    Values are unchanged (:func:`~cflight.lit.fingerprint.weights_digest` reads them in logical order, so a
+    job's fingerprint is too); a convolution given such weights returns channels_last activations whatever
+    the layout of its input. A network that calls ``.view`` on those activations fails:
+    :func:`channels_last_errors` turns that into one line naming the fix.
+    """
+    return net.to(memory_format=torch.channels_last)
+
+
+# torch's message when .view meets a tensor whose strides the requested shape cannot express
+_VIEW_ERROR = "view size is not compatible with input tensor's size and stride"
+
+
+@contextmanager
+def channels_last_errors(name: str, enabled: bool = True) -> Iterator[None]:
+    """Re-raise the ``.view`` error of a network run in channels_last (``enabled``) as one
+    :class:`~cflight.validation.BadInputError` line naming ``name`` and the two fixes."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not enabled or _VIEW_ERROR not in str(err):
+            raise
+        raise BadInputError(f"{name} calls .view on a channels_last activation (Tensor.view: {_VIEW_ERROR}); "
+                            "set channels_last: false, or use .reshape / torch.flatten in the network"
+                            ) from None
+
+
 class AcceleratedNet(nn.Module):
     """``net`` with :class:`Acceleration` options applied to its ``forward`` / ``decode`` / ``encode``.
 
@@ -217,7 +256,8 @@ class AcceleratedNet(nn.Module):
         key = (name, self.options.checkpoint_chain and self._needs_graph(args, kwargs))
         if key not in self._calls:
             self._calls[key] = self._build(*key)
-        out = self._calls[key](*args, **kwargs)
+        with channels_last_errors(f"{type(self.net).__name__} (acceleration)", self.options.channels_last):
+            out = self._calls[key](*args, **kwargs)
 
         def restore(t: Tensor) -> Tensor:
             if t.is_floating_point() and t.dtype != out_dtype and t.dtype in (torch.float16, torch.bfloat16):
@@ -246,4 +286,5 @@ def accelerate(net: nn.Module, options: Acceleration | None) -> nn.Module:
     return AcceleratedNet(net, options)
 
 
-__all__ = ["COMPILE_MODES", "PRECISIONS", "Acceleration", "AcceleratedNet", "accelerate"]
+__all__ = ["COMPILE_MODES", "PRECISIONS", "Acceleration", "AcceleratedNet", "accelerate",
+           "channels_last_errors", "to_channels_last"]

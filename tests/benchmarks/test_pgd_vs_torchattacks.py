@@ -143,3 +143,40 @@ def test_projection_ms_per_step_times_the_projection_alone_and_restores_it(monke
     ms = B.projection_ms_per_step(attack, steps=4, calls=2)
     assert 9.5 <= ms < 30  # the projection's 10 ms a step, not the other 30 ms (all of it would be >= 40)
     assert Fn.BallBox.project is before  # restored
+
+
+class TinyConvNet(torch.nn.Module):
+    """Two convolutions on 1×6×6 images (the second's weights differ between the layouts), a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        nn = torch.nn
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                                 nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_channels_last_variants_on_a_conv_model():
+    pytest.importorskip("torchattacks")
+    x = torch.rand(4, 1, 6, 6)
+    assert B.channels_last_copy(TinyMLP(dtype=torch.float32)) is None  # no 4-D weights: no layout variants
+    model = TinyConvNet()
+    cl = B.channels_last_copy(model)
+    assert cl is not model and cl.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.net[2].weight.is_contiguous()  # the model as loaded is left as it is
+    cases = (("pgd_l2_3", "l2", 0.5, 0.1, 3, False),)
+    rows = B.run_model("tiny", x, 1, torch.device("cpu"), cases=cases, apgd_steps=4, load=lambda _: model)
+    pgd, apgd = rows
+    ours = "cflight_last" + B.CL
+    assert {B.PEER_CL, ours} <= set(pgd["timing"]) and {B.PEER_CL, "cflight" + B.CL} <= set(apgd["timing"])
+    assert set(pgd["speed_same_layout"]) == {ours} and ours in pgd["speed_vs_torchattacks_same_output"]
+    assert set(pgd["channels_last_speedup"]) == {"torchattacks_and_predict", "cflight_last"}
+    assert set(apgd["channels_last_speedup"]) == {"torchattacks_and_predict", "cflight"}
+    # the same algorithm, the same evaluations, summation order only
+    assert pgd["evaluations_per_image"][ours] == pgd["evaluations_per_image"]["cflight_last"]
+    assert pgd["evaluations_per_image"][B.PEER_CL] == pgd["evaluations_per_image"]["torchattacks_and_predict"]
+    assert pgd["agreement_channels_last"]["max_abs_diff"] < 1e-5
+    assert apgd["agreement_channels_last"]["max_abs_diff"] < 1e-5

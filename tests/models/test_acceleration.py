@@ -227,3 +227,57 @@ def test_inductor_without_compiler_is_one_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
         Acceleration(compile=True).check_device("cpu")
     Acceleration(compile=True, compile_backend="eager").check_device("cpu")
+
+
+class _ViewDecoder(torch.nn.Module):
+    """Conv(2→3) on 2×4×4 latent maps, flattened with ``.view``: fine in the default layout, not in
+    channels_last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, z):
+        h = self.conv(z)
+        return h.view(h.shape[0], -1)
+
+
+def test_to_channels_last_keeps_values_and_the_weights_digest():
+    from cflight.lit.fingerprint import weights_digest
+
+    net = tiny_unet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    digest = weights_digest(net)
+    assert acc.to_channels_last(net) is net  # in place
+    assert net.input_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert weights_digest(net) == digest
+    dec = acc.to_channels_last(_ViewDecoder())
+    assert not dec.conv.weight.is_contiguous()  # 2 input channels: the layouts differ
+
+
+def test_channels_last_errors_names_the_fix_and_passes_other_errors():
+    z = torch.randn(2, 2, 4, 4)
+    dec = acc.to_channels_last(_ViewDecoder())
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        dec(z)  # what torch says, without the context
+    with pytest.raises(acc.BadInputError) as err:
+        with acc.channels_last_errors("the explained model"):
+            dec(z)
+    assert "\n" not in str(err.value) and "channels_last: false" in str(err.value)
+    with pytest.raises(RuntimeError, match="view size") as raw:  # disabled: torch's own error, unchanged
+        with acc.channels_last_errors("the explained model", enabled=False):
+            dec(z)
+    assert not isinstance(raw.value, acc.BadInputError)
+    with pytest.raises(RuntimeError, match="^other$"):
+        with acc.channels_last_errors("the explained model"):
+            raise RuntimeError("other")
+    assert _ViewDecoder()(z).shape == (2, 48)  # the default layout runs it
+
+
+def test_accelerated_channels_last_view_error_is_one_line():
+    fast = AcceleratedNet(_ViewDecoder(), Acceleration(channels_last=True))
+    with pytest.raises(acc.BadInputError, match="^_ViewDecoder \\(acceleration\\) calls .view"):
+        fast(torch.randn(2, 2, 4, 4))
