@@ -21,6 +21,13 @@ def _points(rows: Sequence[Mapping[str, Any]], x: str, y: str) -> list[tuple[str
     return [(r["method"], float(r[x]), float(r[y])) for r in rows if r.get(x) is not None and r.get(y) is not None]
 
 
+def _label_side(px: float, xs: Sequence[float]) -> tuple[int, str]:
+    """``(x offset in points, horizontal alignment)`` of a point's label: to the right of the point, except in
+    the right quarter of the points' x range, where a name would run into the frame, to its left."""
+    lo, hi = min(xs), max(xs)
+    return (-5, "right") if hi > lo and px >= hi - 0.25 * (hi - lo) else (5, "left")
+
+
 def scatter(rows: Sequence[Mapping[str, Any]], x: str, y: str, xlabel: str, ylabel: str, title: str,
             path: str, y2: str | None = None, y2_label: str | None = None) -> str | None:
     """One labelled point per method with both values; ``None`` (no file) when no method has both.
@@ -43,17 +50,23 @@ def scatter(rows: Sequence[Mapping[str, Any]], x: str, y: str, xlabel: str, ylab
             ax.plot([px, px], [py, second[name]], color=colour, lw=0.8, alpha=0.6)
             ax.scatter([px], [second[name]], s=40, facecolors="none", edgecolors=[colour])
         # alternate label offsets: methods at the same distance (e.g. l2 budgets) do not overprint
-        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, (4, -11, 14)[k % 3]), fontsize=8)
+        dx, ha = _label_side(px, [p[1] for p in points])
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(dx, (4, -11, 14)[k % 3]), ha=ha,
+                    fontsize=8)
     if second:
         ax.scatter([], [], s=40, c="grey", label=ylabel)
         ax.scatter([], [], s=40, facecolors="none", edgecolors="grey", label=y2_label or y2)
         ax.legend(fontsize=8, loc="best")
     ax.set(xlabel=xlabel, ylabel=ylabel if not second else f"{ylabel} / {y2_label or y2}", title=title)
-    ax.margins(x=0.1, y=0.1)  # room for the labels above the top points and right of the last ones
+    ax.margins(x=0.1, y=0.1)  # room for the labels above the top points and beside the outermost ones
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -73,10 +86,7 @@ def time_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | None:
         ax.set_xscale("log")
     ax.set(xlabel="seconds per image (job wall time)", title="Time per image")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_all(rows: Sequence[Mapping[str, Any]], output_dir: str) -> dict[str, str]:

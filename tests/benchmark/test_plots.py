@@ -26,3 +26,25 @@ def test_validity_plot_draws_the_oracles_verdict_beside_the_models(tmp_path):
     plain = plot_all(base, str(tmp_path / "plain"))["validity_vs_l2"]
     judged = plot_all(with_oracle, str(tmp_path / "judged"))["validity_vs_l2"]
     assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(judged)))
+
+
+def test_labels_stay_inside_the_axes(tmp_path, monkeypatch):
+    from cflight.benchmark import plots
+
+    assert plots._label_side(1.0, [1.0, 2.0, 5.0]) == (5, "left")
+    assert plots._label_side(4.0, [1.0, 2.0, 5.0]) == (-5, "right")  # the right quarter of the range
+    assert plots._label_side(3.0, [3.0, 3.0]) == (5, "left")  # one distance for all
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    rows = [{"method": name, "l2": l2, "validity": v} for name, l2, v in
+            [("svce_l1_5_radius_large", 1.0, 0.2), ("diffae_re_long_name", 9.0, 0.9), ("acre", 5.0, 0.5)]]
+    plots.scatter(rows, "l2", "validity", "l2", "validity", "t", str(tmp_path / "s.png"))
+    (fig,) = drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    frame = ax.get_window_extent(renderer)
+    for text in ax.texts:
+        box = text.get_window_extent(renderer)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1, text.get_text()
+    plots._pyplot().close(fig)
